@@ -1,0 +1,253 @@
+//! The trained model and inference: TF-IDF features times a linear layer, then a softmax.
+//!
+//! The weights come from linfa's multinomial logistic regression (see [`crate::train`]);
+//! inference multiplies only the document's non-zero features with them, so its cost
+//! does not grow with the vocabulary.
+
+use std::collections::BTreeMap;
+
+use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::Metrics;
+use crate::tfidf::TfIdf;
+
+/// Everything an operator wants to know about where a model came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// Identifies this model among its retrainings (not the file format).
+    pub version: String,
+    /// Classifier family, e.g. "logistic_regression".
+    pub classifier: String,
+    /// Seconds since the Unix epoch, UTC.
+    pub trained_at: u64,
+    /// SHA-256 (hex) of the corpus as read by the trainer.
+    pub corpus_digest: String,
+    pub corpus_documents: u64,
+    /// Feature and classifier settings, as text, for display.
+    pub settings: BTreeMap<String, String>,
+    /// Cross-validated metrics from training.
+    pub metrics: Metrics,
+}
+
+impl ModelMeta {
+    /// Metadata for a model that is never saved, such as one fold of cross-validation.
+    pub fn placeholder() -> Self {
+        Self {
+            version: String::new(),
+            classifier: String::new(),
+            trained_at: 0,
+            corpus_digest: String::new(),
+            corpus_documents: 0,
+            settings: BTreeMap::new(),
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+/// A linear layer: `scores = x · weights + intercept`, one column per label.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinearLayer {
+    /// Features × labels.
+    pub weights: Array2<f32>,
+    pub intercept: Array1<f32>,
+}
+
+/// Why a model's parts do not fit together.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum InvalidModel {
+    #[error("the model has no labels, or fewer than two")]
+    TooFewLabels,
+    #[error("label {0:?} is empty or appears twice")]
+    BadLabel(String),
+    #[error("weights have {rows} rows but the vocabulary has {terms} terms")]
+    RowMismatch { rows: usize, terms: usize },
+    #[error("weights and intercept have {columns} and {intercepts} columns for {labels} labels")]
+    ColumnMismatch { columns: usize, intercepts: usize, labels: usize },
+    #[error("weights contain a value that is not finite")]
+    NonFiniteWeight,
+    #[error(transparent)]
+    Vectorizer(#[from] crate::tfidf::VectorizerError),
+}
+
+/// A trained classifier, ready to label text.
+#[derive(Debug, Clone)]
+pub struct Model {
+    meta: ModelMeta,
+    labels: Vec<String>,
+    vectorizer: TfIdf,
+    layer: LinearLayer,
+}
+
+/// The model's answer for one text: every label index with its probability,
+/// most probable first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    pub ranked: Vec<(usize, f32)>,
+}
+
+impl Prediction {
+    /// Index of the most probable label.
+    pub fn top(&self) -> usize {
+        self.ranked[0].0
+    }
+}
+
+impl Model {
+    /// Assembles a model, checking that its parts agree in shape and hold no NaN or infinity,
+    /// so that every prediction it makes is a finite probability distribution.
+    pub fn new(
+        meta: ModelMeta,
+        labels: Vec<String>,
+        vectorizer: TfIdf,
+        layer: LinearLayer,
+    ) -> Result<Self, InvalidModel> {
+        if labels.len() < 2 {
+            return Err(InvalidModel::TooFewLabels);
+        }
+        for (i, label) in labels.iter().enumerate() {
+            if label.is_empty() || labels[..i].contains(label) {
+                return Err(InvalidModel::BadLabel(label.clone()));
+            }
+        }
+        let (rows, columns) = layer.weights.dim();
+        if rows != vectorizer.vocabulary_size() {
+            return Err(InvalidModel::RowMismatch { rows, terms: vectorizer.vocabulary_size() });
+        }
+        if columns != labels.len() || layer.intercept.len() != labels.len() {
+            return Err(InvalidModel::ColumnMismatch {
+                columns,
+                intercepts: layer.intercept.len(),
+                labels: labels.len(),
+            });
+        }
+        if !layer.weights.iter().chain(layer.intercept.iter()).all(|w| w.is_finite()) {
+            return Err(InvalidModel::NonFiniteWeight);
+        }
+        Ok(Self { meta, labels, vectorizer, layer })
+    }
+
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    /// The labels, in the model's column order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    pub fn vectorizer(&self) -> &TfIdf {
+        &self.vectorizer
+    }
+
+    pub fn layer(&self) -> &LinearLayer {
+        &self.layer
+    }
+
+    /// Labels `text`. A text with no known term still gets finite scores: the intercept's softmax.
+    pub fn predict(&self, text: &str) -> Prediction {
+        let features = self.vectorizer.transform(text);
+        let mut scores = self.layer.intercept.to_vec();
+        for (feature, value) in features.iter() {
+            for (score, weight) in scores.iter_mut().zip(self.layer.weights.row(feature)) {
+                *score += value * weight;
+            }
+        }
+        softmax(&mut scores);
+        let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
+        // Ties keep the model's column order, so equal scores rank deterministically.
+        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        Prediction { ranked }
+    }
+}
+
+/// Turns scores into probabilities in place; subtracting the maximum keeps `exp` finite.
+fn softmax(scores: &mut [f32]) {
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0;
+    for s in scores.iter_mut() {
+        *s = (*s - max).exp();
+        sum += *s;
+    }
+    for s in scores.iter_mut() {
+        *s /= sum;
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::tfidf::FeatureSettings;
+    use ndarray::array;
+
+    pub(crate) fn meta() -> ModelMeta {
+        ModelMeta { version: "test".into(), classifier: "logistic_regression".into(), ..ModelMeta::placeholder() }
+    }
+
+    fn two_word_model() -> Model {
+        let vectorizer = TfIdf::from_parts(
+            FeatureSettings { max_ngram: 1, min_df: 1, sublinear_tf: true },
+            vec!["camp".into(), "troops".into()],
+            vec![1.0, 1.0],
+        )
+        .unwrap();
+        let layer = LinearLayer { weights: array![[0.0, 4.0], [4.0, 0.0]], intercept: array![0.5, 0.0] };
+        Model::new(meta(), vec!["security".into(), "humanitarian".into()], vectorizer, layer).unwrap()
+    }
+
+    #[test]
+    fn columns_map_to_labels_in_order() {
+        let model = two_word_model();
+        let p = model.predict("troops troops");
+        assert_eq!(model.labels()[p.top()], "security");
+        let p = model.predict("camp");
+        assert_eq!(model.labels()[p.top()], "humanitarian");
+    }
+
+    #[test]
+    fn scores_are_a_sorted_probability_distribution() {
+        let model = two_word_model();
+        for text in ["troops camp", "camp", "", "nothing known here"] {
+            let p = model.predict(text);
+            let sum: f32 = p.ranked.iter().map(|(_, s)| s).sum();
+            assert!((sum - 1.0).abs() < 1e-5, "{text:?}: {sum}");
+            assert!(p.ranked.windows(2).all(|w| w[0].1 >= w[1].1));
+            assert!(p.ranked.iter().all(|(_, s)| s.is_finite() && *s >= 0.0));
+        }
+    }
+
+    #[test]
+    fn unknown_text_falls_back_to_the_intercept() {
+        let model = two_word_model();
+        let p = model.predict("zzz");
+        let expected = 1.0 / (1.0 + (-0.5f32).exp());
+        assert_eq!(p.top(), 0);
+        assert!((p.ranked[0].1 - expected).abs() < 1e-6);
+    }
+
+    #[test]
+    fn extreme_scores_stay_finite() {
+        let mut scores = [1e30, -1e30, 0.0];
+        softmax(&mut scores);
+        assert_eq!(scores, [1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn inconsistent_parts_are_rejected() {
+        let vectorizer = TfIdf::from_parts(FeatureSettings::default(), vec!["a".into()], vec![1.0]).unwrap();
+        let labels = vec!["x".to_string(), "y".to_string()];
+        let wrong_rows = LinearLayer { weights: Array2::zeros((2, 2)), intercept: Array1::zeros(2) };
+        assert!(matches!(
+            Model::new(meta(), labels.clone(), vectorizer.clone(), wrong_rows),
+            Err(InvalidModel::RowMismatch { .. })
+        ));
+        let nan = LinearLayer { weights: array![[f32::NAN, 0.0]], intercept: Array1::zeros(2) };
+        assert_eq!(
+            Model::new(meta(), labels.clone(), vectorizer.clone(), nan).unwrap_err(),
+            InvalidModel::NonFiniteWeight
+        );
+        let layer = LinearLayer { weights: Array2::zeros((1, 2)), intercept: Array1::zeros(2) };
+        let twice = vec!["x".to_string(), "x".to_string()];
+        assert_eq!(Model::new(meta(), twice, vectorizer, layer).unwrap_err(), InvalidModel::BadLabel("x".into()));
+    }
+}
