@@ -65,10 +65,14 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CorpusError> {
     for path in paths {
         if path.is_dir() {
             let entries = std::fs::read_dir(path).map_err(|source| CorpusError::Io { path: path.clone(), source })?;
-            let mut found: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.extension().is_some_and(|x| x == "jsonl") && p.is_file())
-                .collect();
+            let mut found = Vec::new();
+            for entry in entries {
+                let entry = entry.map_err(|source| CorpusError::Io { path: path.clone(), source })?;
+                let file = entry.path();
+                if file.extension().is_some_and(|x| x == "jsonl") && file.is_file() {
+                    found.push(file);
+                }
+            }
             if found.is_empty() {
                 return Err(CorpusError::NoFiles(path.clone()));
             }
@@ -87,7 +91,10 @@ fn read_file(path: &Path, documents: &mut Vec<Document>, ids: &mut HashSet<Strin
     for (index, line) in reader.lines().enumerate() {
         let line_number = index + 1;
         let invalid = |message: String| CorpusError::Invalid { path: path.to_owned(), line: line_number, message };
-        let line = line.map_err(|e| invalid(format!("not UTF-8 text: {e}")))?;
+        let line = line.map_err(|e| match e.kind() {
+            io::ErrorKind::InvalidData => invalid("not UTF-8 text".to_string()),
+            _ => io_error(e),
+        })?;
         if line.trim().is_empty() {
             continue;
         }
@@ -108,7 +115,7 @@ fn check(document: &Document) -> Result<(), String> {
     if document.lang.trim().is_empty() {
         return Err(format!("document {:?} has an empty lang", document.id));
     }
-    if document.text.trim().is_empty() {
+    if crate::text::is_blank(&document.text) {
         return Err(format!("document {:?} has an empty text", document.id));
     }
     if document.labels.is_empty() {
@@ -125,7 +132,7 @@ fn check(document: &Document) -> Result<(), String> {
     Ok(())
 }
 
-/// Hashes fields with length prefixes so that no two different corpora can hash the same input.
+/// Hashes every field with a length prefix, so that no two different corpora feed the hash the same bytes.
 fn digest(documents: &[Document]) -> String {
     let mut hasher = Sha256::new();
     let mut field = |value: &str| {
@@ -136,7 +143,10 @@ fn digest(documents: &[Document]) -> String {
         field(&document.id);
         field(&document.lang);
         field(&document.text);
-        field(&document.labels.join("\u{1f}"));
+        field(&document.labels.len().to_string());
+        for label in &document.labels {
+            field(label);
+        }
     }
     crate::hex(&hasher.finalize())
 }

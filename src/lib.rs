@@ -2,11 +2,17 @@
 //! a linfa-trained linear model → topic labels with probabilities.
 //!
 //! The pipeline flows one way through one module per stage:
-//! [`text`] → [`tfidf`] → [`model`] (stored by [`model_file`]), trained offline by
-//! [`train`] from a [`corpus`] and scored with [`metrics`]. [`service`] and [`server`]
+//! [`text`] → [`analyzer`] → [`tfidf`] → [`model`] (stored by [`model_file`]), trained
+//! offline by [`train`] with a [`classifier`] from a [`corpus`] and scored with
+//! [`metrics`]; [`lang`] names the language of what it reads. [`service`] and [`server`]
 //! put it behind gRPC; the `topics` binary is a thin shell over all of this.
 
+pub mod analyzer;
+pub mod classifier;
 pub mod corpus;
+pub mod corpus_check;
+pub mod evaluate;
+pub mod lang;
 pub mod metrics;
 pub mod model;
 pub mod model_file;

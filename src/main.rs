@@ -1,5 +1,5 @@
 //! `topics`: serve, train and try the news-topic classifier from the command line.
-//! A thin shell over the library; every flag can also be set through its environment variable.
+//! A thin shell over the library; the serving flags can also be set through environment variables.
 
 use std::io::IsTerminal;
 use std::io::Read;
@@ -11,11 +11,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use tokio::net::TcpListener;
+use topics::analyzer::{AnalyzerSettings, Stemming};
+use topics::classifier::{ClassifierSettings, DEFAULT_MAX_ITERATIONS};
 use topics::corpus::Corpus;
+use topics::corpus_check::{CheckSettings, check};
+use topics::evaluate::evaluate;
 use topics::server::{ServerConfig, serve};
 use topics::service::Limits;
 use topics::tfidf::FeatureSettings;
-use topics::train::{TrainSettings, train};
+use topics::train::{TrainSettings, train_selecting};
 use topics::{Model, model_file};
 
 const DEFAULT_MODEL: &str = "models/topics.model";
@@ -24,7 +28,7 @@ const DEFAULT_MODEL: &str = "models/topics.model";
 #[command(
     name = "topics",
     version,
-    about = "News-topic classifier (diplomacy, security, humanitarian) for Arabic and English"
+    about = "News-topic classifier (diplomacy, security, humanitarian, none) for Arabic and English"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -39,6 +43,40 @@ enum Command {
     Train(TrainArgs),
     /// Classify one text locally and print the answer as JSON.
     Classify(ClassifyArgs),
+    /// Score a model on a labeled JSONL data set that it was not trained on.
+    Evaluate(EvaluateArgs),
+    /// Work with corpora.
+    #[command(subcommand)]
+    Corpus(CorpusCommand),
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    /// Model file to evaluate.
+    #[arg(long, env = "TOPICS_MODEL", default_value = DEFAULT_MODEL)]
+    model: PathBuf,
+    /// Labeled JSONL files or directories, in the corpus format.
+    #[arg(long, num_args = 1.., required = true)]
+    data: Vec<PathBuf>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum CorpusCommand {
+    /// Check a corpus: schema, allowed labels, language against script, duplicates, balance.
+    Check(CorpusCheckArgs),
+}
+
+#[derive(Args)]
+struct CorpusCheckArgs {
+    /// Corpus files, or directories of *.jsonl files.
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    /// Labels a document may carry.
+    #[arg(long, value_delimiter = ',', default_value = "diplomacy,security,humanitarian,none")]
+    allowed_labels: Vec<String>,
 }
 
 #[derive(Args)]
@@ -71,19 +109,35 @@ struct TrainArgs {
     /// Where to write the model file.
     #[arg(long, env = "TOPICS_OUT")]
     out: PathBuf,
+    /// Classifier: compare both families by cross-validation (auto), or use one.
+    #[arg(long, value_enum, default_value_t = Family::Auto)]
+    classifier: Family,
+    /// Regularization strengths to compare (logistic: L2 weight; naive Bayes: smoothing).
+    /// Default: a small grid per family.
+    #[arg(long, value_delimiter = ',')]
+    alpha: Vec<f64>,
+    /// Maximum L-BFGS iterations of the logistic regression.
+    #[arg(long, default_value_t = DEFAULT_MAX_ITERATIONS, value_parser = clap::value_parser!(u64).range(1..))]
+    max_iterations: u64,
     /// Longest word n-gram used as a feature.
-    #[arg(long, default_value_t = FeatureSettings::default().max_ngram, value_parser = clap::value_parser!(u8).range(1..=3))]
+    #[arg(long, default_value_t = AnalyzerSettings::default().max_ngram, value_parser = clap::value_parser!(u8).range(1..=3))]
     max_ngram: u8,
+    /// Character n-gram lengths inside words, as MIN-MAX, or "off".
+    #[arg(long, default_value = "2-5", value_parser = parse_char_ngrams)]
+    char_ngrams: (u8, u8),
+    /// How words are stemmed before they become word n-grams.
+    #[arg(long, value_enum, default_value_t = StemmingArg::Light)]
+    stemming: StemmingArg,
+    /// Keep Arabic and English stop words in word n-grams.
+    #[arg(long)]
+    keep_stop_words: bool,
     /// Minimum number of documents a term must occur in.
     #[arg(long, default_value_t = FeatureSettings::default().min_df)]
     min_df: u32,
-    /// L2 regularization strength (larger = simpler model).
-    #[arg(long, default_value_t = TrainSettings::default().alpha)]
-    alpha: f64,
-    /// Maximum L-BFGS iterations.
-    #[arg(long, default_value_t = TrainSettings::default().max_iterations)]
-    max_iterations: u64,
-    /// Cross-validation folds for the report (0 skips it).
+    /// Keep at most this many word and this many character terms, the most frequent (0 = all).
+    #[arg(long, default_value_t = FeatureSettings::default().max_features)]
+    max_features: u32,
+    /// Cross-validation folds for selection and the report (0 trains the first candidate unscored).
     #[arg(long, default_value_t = TrainSettings::default().folds)]
     folds: u32,
     /// Seed for the fold assignment.
@@ -95,6 +149,44 @@ struct TrainArgs {
     /// Training time to record, RFC 3339 (default: SOURCE_DATE_EPOCH if set, else now).
     #[arg(long)]
     trained_at: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Family {
+    Auto,
+    Logistic,
+    NaiveBayes,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum StemmingArg {
+    None,
+    Light,
+    Snowball,
+}
+
+fn parse_char_ngrams(text: &str) -> Result<(u8, u8), String> {
+    if text == "off" {
+        return Ok((0, 0));
+    }
+    let (min, max) = text.split_once('-').ok_or("expected MIN-MAX, like 2-5, or off")?;
+    let parse = |s: &str| s.trim().parse::<u8>().map_err(|e| format!("{s:?}: {e}"));
+    Ok((parse(min)?, parse(max)?))
+}
+
+/// The classifiers `topics train` compares.
+fn candidates(args: &TrainArgs) -> Vec<ClassifierSettings> {
+    let logistic_grid = if args.alpha.is_empty() { vec![0.03, 0.1, 0.3, 1.0] } else { args.alpha.clone() };
+    let bayes_grid = if args.alpha.is_empty() { vec![0.01, 0.03, 0.1] } else { args.alpha.clone() };
+    let logistic = logistic_grid
+        .into_iter()
+        .map(|alpha| ClassifierSettings::Logistic { alpha, max_iterations: args.max_iterations });
+    let bayes = bayes_grid.into_iter().map(|alpha| ClassifierSettings::NaiveBayes { alpha });
+    match args.classifier {
+        Family::Auto => logistic.chain(bayes).collect(),
+        Family::Logistic => logistic.collect(),
+        Family::NaiveBayes => bayes.collect(),
+    }
 }
 
 #[derive(Args)]
@@ -116,17 +208,27 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => run_serve(args),
         Command::Train(args) => run_train(args),
         Command::Classify(args) => run_classify(args),
+        Command::Evaluate(args) => run_evaluate(args),
+        Command::Corpus(CorpusCommand::Check(args)) => run_corpus_check(args),
     }
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOPICS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (filter, bad_filter) = match std::env::var("TOPICS_LOG") {
+        Ok(spec) => match tracing_subscriber::EnvFilter::try_new(&spec) {
+            Ok(filter) => (filter, None),
+            Err(error) => (tracing_subscriber::EnvFilter::new("info"), Some(format!("{spec:?}: {error}"))),
+        },
+        Err(_) => (tracing_subscriber::EnvFilter::new("info"), None),
+    };
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+    if let Some(problem) = bad_filter {
+        tracing::warn!("ignoring TOPICS_LOG {problem}; logging at info");
+    }
 }
 
 fn load_model(path: &Path) -> anyhow::Result<Model> {
@@ -134,14 +236,15 @@ fn load_model(path: &Path) -> anyhow::Result<Model> {
 }
 
 fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let model = load_model(&args.model)?;
-    let load_time = started.elapsed();
     let config = ServerConfig {
         limits: Limits { max_text_bytes: args.max_text_bytes, max_batch: args.max_batch },
         max_message_bytes: args.max_message_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
     };
+    config.validate()?;
+    let started = Instant::now();
+    let model = load_model(&args.model)?;
+    let load_time = started.elapsed();
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
@@ -188,22 +291,60 @@ async fn shutdown_signal() {
 
 fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     let trained_at = training_time(args.trained_at.as_deref())?;
+    let candidates = candidates(&args);
     let settings = TrainSettings {
-        features: FeatureSettings { max_ngram: args.max_ngram, min_df: args.min_df, sublinear_tf: true },
-        alpha: args.alpha,
-        max_iterations: args.max_iterations,
+        features: FeatureSettings {
+            analyzer: AnalyzerSettings {
+                max_ngram: args.max_ngram,
+                char_ngrams: args.char_ngrams,
+                stemming: match args.stemming {
+                    StemmingArg::None => Stemming::None,
+                    StemmingArg::Light => Stemming::Light,
+                    StemmingArg::Snowball => Stemming::Snowball,
+                },
+                stop_words: !args.keep_stop_words,
+            },
+            min_df: args.min_df,
+            max_features: args.max_features,
+            sublinear_tf: true,
+        },
+        classifier: candidates[0],
         folds: args.folds,
         seed: args.seed,
     };
     let corpus = Corpus::read(&args.corpus)?;
-    eprintln!("read {} documents (digest {})", corpus.documents.len(), &corpus.digest[..16]);
+    eprintln!(
+        "read {} documents (digest {}); cross-validating {} candidate(s) on {} folds",
+        corpus.documents.len(),
+        &corpus.digest[..16],
+        candidates.len(),
+        args.folds
+    );
 
     let started = Instant::now();
-    let model = train(&corpus, &settings, trained_at, args.model_version)?;
+    let (model, selection) = train_selecting(&corpus, &settings, &candidates, trained_at, args.model_version)?;
     let elapsed = started.elapsed();
     model_file::save(&model, &args.out)?;
 
     let meta = model.meta();
+    if !selection.is_empty() {
+        println!(
+            "model selection ({}-fold cross-validation; the most regularized model within one standard error of the best macro-F1 is kept)",
+            meta.metrics.folds
+        );
+        println!("{:34}  accuracy  macro-F1  ± s.e.", "classifier");
+        for candidate in &selection {
+            let mark = if candidate.classifier == meta.settings.classifier { "  <- kept" } else { "" };
+            println!(
+                "{:34}  {:8.4}  {:8.4}  {:6.4}{mark}",
+                candidate.classifier.to_string(),
+                candidate.metrics.accuracy,
+                candidate.metrics.macro_f1,
+                candidate.macro_f1_standard_error
+            );
+        }
+        println!();
+    }
     println!("model {} -> {}", meta.version, args.out.display());
     println!(
         "labels {:?}, vocabulary {} terms, trained in {:.1} s",
@@ -211,7 +352,8 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         model.vectorizer().vocabulary_size(),
         elapsed.as_secs_f64()
     );
-    println!("settings {:?}", meta.settings);
+    let settings: Vec<String> = meta.settings.describe().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+    println!("settings {}", settings.join(" "));
     println!();
     if meta.metrics.folds > 0 {
         print!("{}", meta.metrics);
@@ -253,6 +395,7 @@ fn run_classify(args: ClassifyArgs) -> anyhow::Result<()> {
     let answer = serde_json::json!({
         "label": labels[prediction.top()],
         "scores": prediction.ranked.iter().map(|&(l, score)| serde_json::json!({"label": labels[l], "score": rounded(score)})).collect::<Vec<_>>(),
+        "language": topics::lang::detect(&text),
         "model_version": model.meta().version,
     });
     println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -262,4 +405,35 @@ fn run_classify(args: ClassifyArgs) -> anyhow::Result<()> {
 /// Six decimals: f32 carries no more, and the f64 JSON number would print noise digits.
 fn rounded(score: f32) -> f64 {
     (f64::from(score) * 1e6).round() / 1e6
+}
+
+fn run_evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
+    let model = load_model(&args.model)?;
+    let data = Corpus::read(&args.data)?;
+    let evaluation = evaluate(&model, &data.documents);
+    if args.json {
+        let report = serde_json::json!({
+            "model": args.model.display().to_string(),
+            "model_version": model.meta().version,
+            "data_digest": data.digest,
+            "evaluation": evaluation,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("model {} on {} ({} documents)", model.meta().version, args.data[0].display(), data.documents.len());
+        println!();
+        print!("{evaluation}");
+    }
+    Ok(())
+}
+
+fn run_corpus_check(args: CorpusCheckArgs) -> anyhow::Result<()> {
+    let corpus = Corpus::read(&args.paths)?;
+    let settings = CheckSettings { allowed_labels: args.allowed_labels, ..CheckSettings::default() };
+    let report = check(&corpus.documents, &settings);
+    print!("{report}");
+    if report.errors().next().is_some() {
+        bail!("the corpus has errors");
+    }
+    Ok(())
 }

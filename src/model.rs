@@ -4,30 +4,48 @@
 //! inference multiplies only the document's non-zero features with them, so its cost
 //! does not grow with the vocabulary.
 
-use std::collections::BTreeMap;
-
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
 use crate::tfidf::TfIdf;
+use crate::train::{Candidate, TrainSettings};
 
 /// Everything an operator wants to know about where a model came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
     /// Identifies this model among its retrainings (not the file format).
     pub version: String,
-    /// Classifier family, e.g. "logistic_regression".
+    /// Classifier family, e.g. "logistic_regression" or "multinomial_nb".
     pub classifier: String,
     /// Seconds since the Unix epoch, UTC.
     pub trained_at: u64,
     /// SHA-256 (hex) of the corpus as read by the trainer.
     pub corpus_digest: String,
     pub corpus_documents: u64,
-    /// Feature and classifier settings, as text, for display.
-    pub settings: BTreeMap<String, String>,
-    /// Cross-validated metrics from training.
+    /// The settings the model was trained with; retraining with them reproduces it.
+    pub settings: TrainSettings,
+    /// Cross-validated metrics of these settings.
     pub metrics: Metrics,
+    /// Every classifier compared during model selection, with its cross-validated metrics.
+    pub selection: Vec<Candidate>,
+}
+
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+pub const LATEST_TIMESTAMP: u64 = 253_402_300_799;
+
+/// Largest magnitude a weight may have. Real models stay far below it; the bound
+/// keeps every sum of weights finite, so probabilities are never NaN.
+pub const MAX_WEIGHT: f32 = 1.0e4;
+
+/// `seconds` since the Unix epoch as RFC 3339 UTC, e.g. "2026-11-29T00:00:00Z";
+/// `None` past [`LATEST_TIMESTAMP`].
+pub fn rfc3339(seconds: u64) -> Option<String> {
+    if seconds > LATEST_TIMESTAMP {
+        return None;
+    }
+    let time = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(seconds))?;
+    Some(humantime::format_rfc3339_seconds(time).to_string())
 }
 
 impl ModelMeta {
@@ -39,8 +57,9 @@ impl ModelMeta {
             trained_at: 0,
             corpus_digest: String::new(),
             corpus_documents: 0,
-            settings: BTreeMap::new(),
+            settings: TrainSettings::default(),
             metrics: Metrics::default(),
+            selection: Vec::new(),
         }
     }
 }
@@ -62,10 +81,14 @@ pub enum InvalidModel {
     BadLabel(String),
     #[error("weights have {rows} rows but the vocabulary has {terms} terms")]
     RowMismatch { rows: usize, terms: usize },
+    #[error("{weights} weights stored for {rows} terms × {columns} labels")]
+    WeightCount { weights: usize, rows: usize, columns: usize },
     #[error("weights and intercept have {columns} and {intercepts} columns for {labels} labels")]
     ColumnMismatch { columns: usize, intercepts: usize, labels: usize },
-    #[error("weights contain a value that is not finite")]
-    NonFiniteWeight,
+    #[error("weights contain a value that is not finite or exceeds {MAX_WEIGHT} in magnitude")]
+    BadWeight,
+    #[error("training time {0} is not a time RFC 3339 can express")]
+    BadTimestamp(u64),
     #[error(transparent)]
     Vectorizer(#[from] crate::tfidf::VectorizerError),
 }
@@ -94,8 +117,8 @@ impl Prediction {
 }
 
 impl Model {
-    /// Assembles a model, checking that its parts agree in shape and hold no NaN or infinity,
-    /// so that every prediction it makes is a finite probability distribution.
+    /// Assembles a model, checking that its parts agree in shape and that its weights are
+    /// finite and bounded, so that every prediction is a finite probability distribution.
     pub fn new(
         meta: ModelMeta,
         labels: Vec<String>,
@@ -121,8 +144,11 @@ impl Model {
                 labels: labels.len(),
             });
         }
-        if !layer.weights.iter().chain(layer.intercept.iter()).all(|w| w.is_finite()) {
-            return Err(InvalidModel::NonFiniteWeight);
+        if !layer.weights.iter().chain(layer.intercept.iter()).all(|w| w.is_finite() && w.abs() <= MAX_WEIGHT) {
+            return Err(InvalidModel::BadWeight);
+        }
+        if meta.trained_at > LATEST_TIMESTAMP {
+            return Err(InvalidModel::BadTimestamp(meta.trained_at));
         }
         Ok(Self { meta, labels, vectorizer, layer })
     }
@@ -185,12 +211,9 @@ pub(crate) mod tests {
     }
 
     fn two_word_model() -> Model {
-        let vectorizer = TfIdf::from_parts(
-            FeatureSettings { max_ngram: 1, min_df: 1, sublinear_tf: true },
-            vec!["camp".into(), "troops".into()],
-            vec![1.0, 1.0],
-        )
-        .unwrap();
+        let vectorizer =
+            TfIdf::from_parts(crate::tfidf::tests::words(1), vec!["camp".into(), "troops".into()], vec![1.0, 1.0])
+                .unwrap();
         let layer = LinearLayer { weights: array![[0.0, 4.0], [4.0, 0.0]], intercept: array![0.5, 0.0] };
         Model::new(meta(), vec!["security".into(), "humanitarian".into()], vectorizer, layer).unwrap()
     }
@@ -226,6 +249,14 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn timestamps_format_up_to_the_year_9999() {
+        assert_eq!(rfc3339(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(rfc3339(LATEST_TIMESTAMP).as_deref(), Some("9999-12-31T23:59:59Z"));
+        assert_eq!(rfc3339(LATEST_TIMESTAMP + 1), None);
+        assert_eq!(rfc3339(u64::MAX), None);
+    }
+
+    #[test]
     fn extreme_scores_stay_finite() {
         let mut scores = [1e30, -1e30, 0.0];
         softmax(&mut scores);
@@ -242,9 +273,14 @@ pub(crate) mod tests {
             Err(InvalidModel::RowMismatch { .. })
         ));
         let nan = LinearLayer { weights: array![[f32::NAN, 0.0]], intercept: Array1::zeros(2) };
+        assert_eq!(Model::new(meta(), labels.clone(), vectorizer.clone(), nan).unwrap_err(), InvalidModel::BadWeight);
+        let huge = LinearLayer { weights: array![[3.0e38, 3.0e38]], intercept: Array1::zeros(2) };
+        assert_eq!(Model::new(meta(), labels.clone(), vectorizer.clone(), huge).unwrap_err(), InvalidModel::BadWeight);
+        let layer = LinearLayer { weights: Array2::zeros((1, 2)), intercept: Array1::zeros(2) };
+        let future = ModelMeta { trained_at: u64::MAX, ..meta() };
         assert_eq!(
-            Model::new(meta(), labels.clone(), vectorizer.clone(), nan).unwrap_err(),
-            InvalidModel::NonFiniteWeight
+            Model::new(future, labels.clone(), vectorizer.clone(), layer).unwrap_err(),
+            InvalidModel::BadTimestamp(u64::MAX)
         );
         let layer = LinearLayer { weights: Array2::zeros((1, 2)), intercept: Array1::zeros(2) };
         let twice = vec!["x".to_string(), "x".to_string()];

@@ -14,7 +14,7 @@
 //! foreign file is refused with a message that says which, never half-loaded.
 //! Encoding is deterministic: the same model always gives the same bytes.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array1, Array2};
@@ -116,15 +116,17 @@ pub fn decode(bytes: &[u8]) -> Result<Model, ModelFileError> {
         return Err(ModelFileError::ChecksumMismatch);
     }
 
-    let payload: Payload = postcard::from_bytes(body)?;
-    let vectorizer = TfIdf::from_parts(payload.features, payload.terms, payload.idf).map_err(InvalidModel::from)?;
-    let labels = payload.labels.len();
-    let rows = vectorizer.vocabulary_size();
-    if payload.weights.len() != rows * labels {
-        return Err(InvalidModel::RowMismatch { rows: payload.weights.len() / labels.max(1), terms: rows }.into());
+    let (payload, rest): (Payload, &[u8]) = postcard::take_from_bytes(body)?;
+    if !rest.is_empty() {
+        return Err(ModelFileError::TrailingBytes { extra: rest.len() });
     }
-    let weights = Array2::from_shape_vec((rows, labels), payload.weights)
-        .map_err(|_| InvalidModel::RowMismatch { rows, terms: rows })?;
+    let vectorizer = TfIdf::from_parts(payload.features, payload.terms, payload.idf).map_err(InvalidModel::from)?;
+    let rows = vectorizer.vocabulary_size();
+    let columns = payload.labels.len();
+    if Some(payload.weights.len()) != rows.checked_mul(columns) {
+        return Err(InvalidModel::WeightCount { weights: payload.weights.len(), rows, columns }.into());
+    }
+    let weights = Array2::from_shape_vec((rows, columns), payload.weights).expect("length checked against the shape");
     let layer = LinearLayer { weights, intercept: Array1::from(payload.intercept) };
     Ok(Model::new(payload.meta, payload.labels, vectorizer, layer)?)
 }
@@ -135,15 +137,19 @@ pub fn load(path: &Path) -> Result<Model, ModelFileError> {
     decode(&bytes)
 }
 
-/// Writes `model` to `path` atomically: a reader (or a server reloading it) sees
-/// either the old file or the whole new one, never a half-written file.
+/// Writes `model` to `path` atomically: a reader sees either the old file or the
+/// whole new one, never a half-written file, even if the writer crashes.
 pub fn save(model: &Model, path: &Path) -> Result<(), ModelFileError> {
     let write_error = |source| ModelFileError::Write { path: path.to_owned(), source };
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    std::fs::write(&partial, encode(model)).map_err(write_error)?;
-    std::fs::rename(&partial, path).map_err(write_error)
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut file = tempfile::NamedTempFile::new_in(directory).map_err(write_error)?;
+    file.write_all(&encode(model)).map_err(write_error)?;
+    file.as_file().sync_all().map_err(write_error)?;
+    file.persist(path).map_err(|e| write_error(e.error))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -153,12 +159,9 @@ mod tests {
     use ndarray::array;
 
     fn model() -> Model {
-        let vectorizer = TfIdf::from_parts(
-            FeatureSettings { max_ngram: 1, min_df: 1, sublinear_tf: true },
-            vec!["camp".into(), "troops".into()],
-            vec![1.5, 1.25],
-        )
-        .unwrap();
+        let vectorizer =
+            TfIdf::from_parts(crate::tfidf::tests::words(1), vec!["camp".into(), "troops".into()], vec![1.5, 1.25])
+                .unwrap();
         let layer = LinearLayer { weights: array![[0.25, -1.0], [3.0, 0.125]], intercept: array![0.5, -0.5] };
         Model::new(meta(), vec!["security".into(), "humanitarian".into()], vectorizer, layer).unwrap()
     }
@@ -215,6 +218,18 @@ mod tests {
         bytes[20..52].copy_from_slice(&Sha256::digest(&body));
         bytes.extend_from_slice(&body);
         assert!(matches!(decode(&bytes), Err(ModelFileError::Invalid(InvalidModel::ColumnMismatch { .. }))));
+    }
+
+    #[test]
+    fn bytes_after_the_payload_inside_the_checksum_are_refused() {
+        let good = encode(&model());
+        let mut body = good[HEADER_LEN..].to_vec();
+        body.extend_from_slice(b"junk");
+        let mut bytes = good[..HEADER_LEN].to_vec();
+        bytes[12..20].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        bytes[20..52].copy_from_slice(&Sha256::digest(&body));
+        bytes.extend_from_slice(&body);
+        assert!(matches!(decode(&bytes), Err(ModelFileError::TrailingBytes { extra: 4 })));
     }
 
     #[test]

@@ -25,8 +25,9 @@ pub const SERVICE_NAME: &str = "topics.v1.TopicClassifier";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ServerConfig {
     pub limits: Limits,
-    /// Largest gRPC message accepted or sent, in bytes. Must exceed `limits.max_text_bytes`,
-    /// so that an over-long text reaches our own check and its clear message.
+    /// Largest gRPC message accepted or sent, in bytes. Must exceed `limits.max_text_bytes`
+    /// by [`MESSAGE_OVERHEAD_BYTES`], so that an over-long text reaches our own check and
+    /// its clear message; larger messages get OUT_OF_RANGE from the transport.
     pub max_message_bytes: usize,
     /// How long shutdown waits for open calls (a stuck client, an endless health watch)
     /// before the server stops anyway.
@@ -39,14 +40,42 @@ impl Default for ServerConfig {
     }
 }
 
+/// Room a message needs beyond its longest text: protobuf framing, the id, the other fields.
+pub const MESSAGE_OVERHEAD_BYTES: usize = 64 * 1024;
+
+impl ServerConfig {
+    /// Refuses limits that would reject every request, or that would let the transport
+    /// refuse a valid text before our own check can explain why.
+    pub fn validate(&self) -> Result<(), ServeError> {
+        if self.limits.max_text_bytes == 0 || self.limits.max_batch == 0 {
+            return Err(ServeError::ZeroLimit);
+        }
+        let needed = self.limits.max_text_bytes.saturating_add(MESSAGE_OVERHEAD_BYTES);
+        if self.max_message_bytes < needed {
+            return Err(ServeError::MessageLimitTooSmall { message: self.max_message_bytes, needed });
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("max message size ({message} bytes) must be larger than the text limit ({text} bytes)")]
-    MessageLimitTooSmall { message: usize, text: usize },
+    #[error("the text and batch limits must be at least 1")]
+    ZeroLimit,
+    #[error(
+        "max message size ({message} bytes) must be at least the text limit plus {MESSAGE_OVERHEAD_BYTES} bytes ({needed})"
+    )]
+    MessageLimitTooSmall { message: usize, needed: usize },
     #[error("cannot build the reflection service: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
     #[error(transparent)]
     Transport(#[from] tonic::transport::Error),
+}
+
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
 /// Serves `model` on `listener` until `shutdown` resolves, then stops accepting
@@ -58,25 +87,15 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    if config.max_message_bytes <= config.limits.max_text_bytes {
-        return Err(ServeError::MessageLimitTooSmall {
-            message: config.max_message_bytes,
-            text: config.limits.max_text_bytes,
-        });
-    }
+    config.validate()?;
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", ServingStatus::Serving).await;
     health_reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    // grpcurl and older tools ask v1alpha, newer ones v1: serve both.
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let classifier = TopicClassifierServer::new(ClassifierService::new(model, config.limits))
         .max_decoding_message_size(config.max_message_bytes)

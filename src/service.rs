@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::model::{Model, Prediction};
+use crate::model::Model;
 use crate::proto::topic_classifier_server::TopicClassifier;
 use crate::proto::{
-    ClassMetrics, ClassifyBatchRequest, ClassifyBatchResponse, ClassifyRequest, ClassifyResponse, GetModelInfoRequest,
-    LabelScore, LanguageMetrics, Metrics, ModelInfo,
+    CandidateScore, ClassMetrics, ClassifyBatchRequest, ClassifyBatchResponse, ClassifyRequest, ClassifyResponse,
+    ConfusionRow, GetModelInfoRequest, LabelScore, LanguageMetrics, Metrics, ModelInfo,
 };
-use crate::text;
+use crate::{lang, text};
 
 /// Per-request limits, so that no client can make the server do unbounded work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +28,9 @@ impl Default for Limits {
     }
 }
 
+/// Longest accepted request id, in bytes: ids are echoed and logged, so they are bounded too.
+pub const MAX_ID_BYTES: usize = 256;
+
 /// Texts above this size are classified on the blocking pool, so that one large
 /// document cannot stall the async workers that serve everyone else.
 const INLINE_WORK_BYTES: usize = 64 * 1024;
@@ -39,6 +42,8 @@ pub enum RequestError {
     BlankText,
     #[error("text is {len} bytes, over the limit of {limit} bytes")]
     TextTooLong { len: usize, limit: usize },
+    #[error("id is {len} bytes, over the limit of {MAX_ID_BYTES} bytes")]
+    IdTooLong { len: usize },
     #[error("the batch holds no documents")]
     EmptyBatch,
     #[error("the batch holds {len} documents, over the limit of {limit}")]
@@ -54,6 +59,13 @@ impl From<RequestError> for Status {
 }
 
 impl Limits {
+    fn check_document(&self, document: &ClassifyRequest) -> Result<(), RequestError> {
+        if document.id.len() > MAX_ID_BYTES {
+            return Err(RequestError::IdTooLong { len: document.id.len() });
+        }
+        self.check_text(&document.text)
+    }
+
     fn check_text(&self, text: &str) -> Result<(), RequestError> {
         if text.len() > self.max_text_bytes {
             return Err(RequestError::TextTooLong { len: text.len(), limit: self.max_text_bytes });
@@ -72,7 +84,7 @@ impl Limits {
             return Err(RequestError::BatchTooLarge { len: documents.len(), limit: self.max_batch });
         }
         for (index, document) in documents.iter().enumerate() {
-            self.check_text(&document.text).map_err(|error| RequestError::InBatch { index, error: Box::new(error) })?;
+            self.check_document(document).map_err(|error| RequestError::InBatch { index, error: Box::new(error) })?;
         }
         Ok(())
     }
@@ -93,15 +105,12 @@ impl ClassifierService {
 
 fn respond(model: &Model, request: ClassifyRequest) -> ClassifyResponse {
     let prediction = model.predict(&request.text);
-    to_response(model, &prediction, request.id)
-}
-
-fn to_response(model: &Model, prediction: &Prediction, id: String) -> ClassifyResponse {
     let labels = model.labels();
     ClassifyResponse {
         label: labels[prediction.top()].clone(),
         scores: prediction.ranked.iter().map(|&(l, score)| LabelScore { label: labels[l].clone(), score }).collect(),
-        id,
+        id: request.id,
+        language: lang::detect(&request.text),
     }
 }
 
@@ -117,7 +126,7 @@ async fn run_cpu<T: Send + 'static>(bytes: usize, work: impl FnOnce() -> T + Sen
 impl TopicClassifier for ClassifierService {
     async fn classify(&self, request: Request<ClassifyRequest>) -> Result<Response<ClassifyResponse>, Status> {
         let request = request.into_inner();
-        self.limits.check_text(&request.text)?;
+        self.limits.check_document(&request)?;
         let model = Arc::clone(&self.model);
         let response = run_cpu(request.text.len(), move || respond(&model, request)).await?;
         tracing::debug!(id = %response.id, label = %response.label, "classified");
@@ -130,6 +139,7 @@ impl TopicClassifier for ClassifierService {
     ) -> Result<Response<ClassifyBatchResponse>, Status> {
         let documents = request.into_inner().documents;
         self.limits.check_batch(&documents)?;
+        tracing::debug!(documents = documents.len(), "classifying batch");
         let model = Arc::clone(&self.model);
         let bytes = documents.iter().map(|d| d.text.len()).sum();
         let results = run_cpu(bytes, move || documents.into_iter().map(|d| respond(&model, d)).collect()).await?;
@@ -150,15 +160,13 @@ pub fn model_info(model: &Model) -> ModelInfo {
         labels: model.labels().to_vec(),
         format_version: crate::model_file::FORMAT_VERSION,
         vocabulary_size: model.vectorizer().vocabulary_size() as u64,
-        trained_at: humantime::format_rfc3339_seconds(
-            std::time::UNIX_EPOCH + std::time::Duration::from_secs(meta.trained_at),
-        )
-        .to_string(),
+        // Model::new bounds trained_at, so it always formats.
+        trained_at: crate::model::rfc3339(meta.trained_at).unwrap_or_default(),
         corpus_digest: meta.corpus_digest.clone(),
         corpus_documents: meta.corpus_documents,
         classifier: meta.classifier.clone(),
-        settings: meta.settings.clone().into_iter().collect(),
-        metrics: Some(Metrics {
+        settings: meta.settings.describe().into_iter().collect(),
+        metrics: (metrics.folds > 0).then(|| Metrics {
             folds: metrics.folds,
             documents: metrics.documents,
             accuracy: metrics.accuracy,
@@ -184,7 +192,17 @@ pub fn model_info(model: &Model) -> ModelInfo {
                     macro_f1: l.macro_f1,
                 })
                 .collect(),
+            confusion: metrics.confusion.iter().map(|row| ConfusionRow { counts: row.clone() }).collect(),
         }),
+        selection: meta
+            .selection
+            .iter()
+            .map(|c| CandidateScore {
+                classifier: c.classifier.to_string(),
+                accuracy: c.metrics.accuracy,
+                macro_f1: c.metrics.macro_f1,
+            })
+            .collect(),
     }
 }
 
@@ -213,6 +231,9 @@ mod tests {
         let err = limits.check_batch(&three).unwrap_err();
         assert_eq!(err, RequestError::BatchTooLarge { len: 3, limit: 2 });
         assert!(err.to_string().contains("limit of 2"));
+        let long_id = ClassifyRequest { text: "a".into(), id: "x".repeat(MAX_ID_BYTES + 1) };
+        let err = limits.check_batch(&[request("a"), long_id]).unwrap_err();
+        assert_eq!(err.to_string(), "documents[1]: id is 257 bytes, over the limit of 256 bytes");
         let err = limits.check_batch(&[request("a"), request(" ")]).unwrap_err();
         assert_eq!(err.to_string(), "documents[1]: text is empty or only white space");
         let status = Status::from(err);

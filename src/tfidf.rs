@@ -1,35 +1,40 @@
-//! TF-IDF features: a vocabulary fitted on a corpus, and sparse, L2-normalized
-//! document vectors for serving.
+//! TF-IDF features: a vocabulary fitted on a corpus, and sparse document vectors
+//! for serving.
 //!
-//! The vocabulary holds word n-grams (over the normalized tokens of [`crate::text`])
-//! seen in at least `min_df` training documents. Weights follow the usual smooth,
-//! sublinear scheme: `tf = 1 + ln(count)`, `idf = ln((1 + n) / (1 + df)) + 1`.
-//! Serving never builds a dense vocabulary-sized vector: a document becomes the
-//! few (feature, weight) pairs it actually has.
+//! The vocabulary holds the [`Analyzer`]'s terms seen in at least `min_df` training
+//! documents: word n-grams first, then character n-grams, each family sorted. Weights
+//! follow the usual smooth, sublinear scheme: `tf = 1 + ln(count)`,
+//! `idf = ln((1 + n) / (1 + df)) + 1`. Each family is L2-normalized on its own, as a
+//! union of two vectorizers would be, so that the many character n-grams of a
+//! document do not drown its few words. Serving never builds a dense
+//! vocabulary-sized vector: a document becomes the (feature, weight) pairs it has.
 
-use std::collections::BTreeMap;
+use std::ops::Range;
 
 use ndarray::Array2;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::text;
+use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK};
 
 /// How terms are extracted and weighted; stored in the model so that serving
 /// computes exactly what training did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeatureSettings {
-    /// Longest word n-gram (1 = single words, 2 = words and word pairs).
-    pub max_ngram: u8,
+    pub analyzer: AnalyzerSettings,
     /// A term must occur in at least this many training documents to enter the vocabulary.
     pub min_df: u32,
+    /// Keep at most this many terms of each family (word n-grams, character n-grams),
+    /// the most frequent by document frequency; 0 keeps all. Training time and the
+    /// dense training matrix grow with the vocabulary.
+    pub max_features: u32,
     /// Use `1 + ln(count)` instead of the raw count.
     pub sublinear_tf: bool,
 }
 
 impl Default for FeatureSettings {
     fn default() -> Self {
-        Self { max_ngram: 2, min_df: 2, sublinear_tf: true }
+        Self { analyzer: AnalyzerSettings::default(), min_df: 2, max_features: 20_000, sublinear_tf: true }
     }
 }
 
@@ -54,8 +59,11 @@ impl SparseVector {
 #[derive(Debug, Clone)]
 pub struct TfIdf {
     settings: FeatureSettings,
+    analyzer: Analyzer,
     terms: Vec<String>,
     idf: Vec<f32>,
+    /// Index of the first character n-gram; word n-grams come before it.
+    first_char_feature: usize,
     index: FxHashMap<String, u32>,
 }
 
@@ -66,23 +74,31 @@ pub enum VectorizerError {
     LengthMismatch { terms: usize, idf: usize },
     #[error("vocabulary term {0:?} appears twice")]
     DuplicateTerm(String),
+    #[error("vocabulary is not in canonical order at term {0:?}")]
+    Unordered(String),
     #[error("idf weight of term {0:?} is not a positive finite number")]
     BadIdf(String),
-    #[error("max_ngram must be 1 to 3, not {0}")]
-    BadNgram(u8),
+    #[error(transparent)]
+    Analyzer(#[from] AnalyzerError),
+}
+
+/// Word n-grams first, then character n-grams, each family in byte order.
+fn canonical_order(a: &str, b: &str) -> std::cmp::Ordering {
+    (a.starts_with(CHAR_MARK), a).cmp(&(b.starts_with(CHAR_MARK), b))
 }
 
 impl TfIdf {
     /// Fits the vocabulary and idf weights on `documents`.
     ///
-    /// The vocabulary is sorted, so the same corpus always gives the same feature
-    /// indices, whatever order a hash map would visit it in.
-    pub fn fit<S: AsRef<str>>(documents: &[S], settings: FeatureSettings) -> Self {
+    /// The vocabulary is in canonical order, so the same corpus always gives the same
+    /// feature indices, whatever order a hash map would visit it in.
+    pub fn fit<S: AsRef<str>>(documents: &[S], settings: FeatureSettings) -> Result<Self, VectorizerError> {
+        let analyzer = Analyzer::new(settings.analyzer.clone())?;
         let mut document_frequency: FxHashMap<String, u32> = FxHashMap::default();
         let mut seen: Vec<String> = Vec::new();
         for document in documents {
             seen.clear();
-            for_each_term(document.as_ref(), settings.max_ngram, |term| seen.push(term.to_owned()));
+            analyzer.for_each_term(document.as_ref(), |term, _| seen.push(term.to_owned()));
             seen.sort_unstable();
             seen.dedup();
             for term in seen.drain(..) {
@@ -90,8 +106,21 @@ impl TfIdf {
             }
         }
 
-        let kept: BTreeMap<String, u32> =
-            document_frequency.into_iter().filter(|(_, df)| *df >= settings.min_df).collect();
+        type Counted = Vec<(String, u32)>;
+        let (mut words, mut chars): (Counted, Counted) = document_frequency
+            .into_iter()
+            .filter(|(_, df)| *df >= settings.min_df)
+            .partition(|(term, _)| !term.starts_with(CHAR_MARK));
+        if settings.max_features > 0 {
+            for family in [&mut words, &mut chars] {
+                // Most frequent first; ties broken by the term, so the cut is deterministic.
+                family.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                family.truncate(settings.max_features as usize);
+            }
+        }
+        let mut kept = words;
+        kept.append(&mut chars);
+        kept.sort_unstable_by(|a, b| canonical_order(&a.0, &b.0));
         let n = documents.len() as f64;
         let (terms, idf): (Vec<String>, Vec<f32>) = kept
             .into_iter()
@@ -100,29 +129,37 @@ impl TfIdf {
                 (term, idf as f32)
             })
             .unzip();
-        let index = build_index(&terms);
-        Self { settings, terms, idf, index }
+        Self::assemble(settings, analyzer, terms, idf)
     }
 
     /// Rebuilds a vectorizer from its stored parts, checking that they fit together.
     pub fn from_parts(settings: FeatureSettings, terms: Vec<String>, idf: Vec<f32>) -> Result<Self, VectorizerError> {
-        if !(1..=3).contains(&settings.max_ngram) {
-            return Err(VectorizerError::BadNgram(settings.max_ngram));
-        }
         if terms.len() != idf.len() {
             return Err(VectorizerError::LengthMismatch { terms: terms.len(), idf: idf.len() });
         }
         if let Some((term, _)) = terms.iter().zip(&idf).find(|(_, w)| !(w.is_finite() && **w > 0.0)) {
             return Err(VectorizerError::BadIdf(term.clone()));
         }
-        let index = build_index(&terms);
-        if index.len() != terms.len() {
-            let mut sorted: Vec<&String> = terms.iter().collect();
-            sorted.sort_unstable();
-            let duplicate = sorted.windows(2).find(|w| w[0] == w[1]).map(|w| w[0].clone()).unwrap_or_default();
-            return Err(VectorizerError::DuplicateTerm(duplicate));
+        for pair in terms.windows(2) {
+            match canonical_order(&pair[0], &pair[1]) {
+                std::cmp::Ordering::Less => {}
+                std::cmp::Ordering::Equal => return Err(VectorizerError::DuplicateTerm(pair[1].clone())),
+                std::cmp::Ordering::Greater => return Err(VectorizerError::Unordered(pair[1].clone())),
+            }
         }
-        Ok(Self { settings, terms, idf, index })
+        let analyzer = Analyzer::new(settings.analyzer.clone())?;
+        Self::assemble(settings, analyzer, terms, idf)
+    }
+
+    fn assemble(
+        settings: FeatureSettings,
+        analyzer: Analyzer,
+        terms: Vec<String>,
+        idf: Vec<f32>,
+    ) -> Result<Self, VectorizerError> {
+        let first_char_feature = terms.partition_point(|t| !t.starts_with(CHAR_MARK));
+        let index = terms.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        Ok(Self { settings, analyzer, terms, idf, first_char_feature, index })
     }
 
     pub fn settings(&self) -> &FeatureSettings {
@@ -141,18 +178,25 @@ impl TfIdf {
         self.terms.len()
     }
 
-    /// The TF-IDF row of `text`: only the features it contains, L2-normalized.
+    /// Calls `visit` with the feature index of every known term occurrence in `text`
+    /// and the byte range of the surface text it came from.
+    pub fn for_each_feature(&self, text: &str, mut visit: impl FnMut(u32, Range<usize>)) {
+        self.analyzer.for_each_term(text, |term, span| {
+            if let Some(&feature) = self.index.get(term) {
+                visit(feature, span);
+            }
+        });
+    }
+
+    /// The TF-IDF row of `text`: only the features it contains, each family L2-normalized.
     /// A text with no known term gives an empty vector.
     pub fn transform(&self, text: &str) -> SparseVector {
         let mut hits: Vec<u32> = Vec::new();
-        for_each_term(text, self.settings.max_ngram, |term| {
-            if let Some(&i) = self.index.get(term) {
-                hits.push(i);
-            }
-        });
+        self.for_each_feature(text, |feature, _| hits.push(feature));
         hits.sort_unstable();
 
-        let mut vector = SparseVector::default();
+        let mut vector =
+            SparseVector { indices: Vec::with_capacity(hits.len()), values: Vec::with_capacity(hits.len()) };
         let mut rest = hits.as_slice();
         while let Some(&feature) = rest.first() {
             let count = rest.iter().take_while(|&&f| f == feature).count();
@@ -161,85 +205,69 @@ impl TfIdf {
             vector.indices.push(feature);
             vector.values.push(tf * self.idf[feature as usize]);
         }
-        let norm = vector.values.iter().map(|v| v * v).sum::<f32>().sqrt();
-        if norm > 0.0 {
-            vector.values.iter_mut().for_each(|v| *v /= norm);
-        }
+        let split = vector.indices.partition_point(|&i| (i as usize) < self.first_char_feature);
+        let (words, chars) = vector.values.split_at_mut(split);
+        normalize(words);
+        normalize(chars);
         vector
     }
 
     /// Stacks sparse rows into the dense matrix linfa's solvers take for training.
-    pub fn to_dense(&self, rows: &[SparseVector]) -> Array2<f64> {
+    pub fn to_dense(&self, rows: &[SparseVector]) -> Array2<f32> {
         let mut dense = Array2::zeros((rows.len(), self.vocabulary_size()));
         for (r, row) in rows.iter().enumerate() {
             for (c, v) in row.iter() {
-                dense[[r, c]] = f64::from(v);
+                dense[[r, c]] = v;
             }
         }
         dense
     }
 }
 
-fn build_index(terms: &[String]) -> FxHashMap<String, u32> {
-    terms.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect()
-}
-
-/// Calls `visit` with every word n-gram of `text` up to `max_ngram` words, n-grams
-/// joined by single spaces. One buffer per n-gram length is reused across calls.
-fn for_each_term(text: &str, max_ngram: u8, mut visit: impl FnMut(&str)) {
-    let max_ngram = usize::from(max_ngram.max(1));
-    // The last `max_ngram - 1` words, oldest first, for building longer n-grams.
-    let mut window: Vec<String> = Vec::with_capacity(max_ngram);
-    let mut gram = String::with_capacity(64);
-    text::for_each_token(text, |word, _| {
-        visit(word);
-        for n in 2..=max_ngram {
-            if window.len() + 1 < n {
-                break;
-            }
-            gram.clear();
-            for previous in &window[window.len() + 1 - n..] {
-                gram.push_str(previous);
-                gram.push(' ');
-            }
-            gram.push_str(word);
-            visit(&gram);
-        }
-        if max_ngram > 1 {
-            if window.len() == max_ngram - 1 {
-                let mut oldest = window.remove(0);
-                oldest.clear();
-                oldest.push_str(word);
-                window.push(oldest);
-            } else {
-                window.push(word.to_owned());
-            }
-        }
-    });
+fn normalize(values: &mut [f32]) {
+    let norm = values.iter().map(|v| v * v).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        values.iter_mut().for_each(|v| *v /= norm);
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::analyzer::Stemming;
 
-    fn terms(text: &str, max_ngram: u8) -> Vec<String> {
-        let mut out = Vec::new();
-        for_each_term(text, max_ngram, |t| out.push(t.to_string()));
-        out
+    /// Plain single words, no stemming, stop words or character n-grams: for tests that
+    /// build vocabularies by hand.
+    pub(crate) fn words(min_df: u32) -> FeatureSettings {
+        FeatureSettings {
+            analyzer: AnalyzerSettings {
+                max_ngram: 1,
+                char_ngrams: (0, 0),
+                stemming: Stemming::None,
+                stop_words: false,
+            },
+            min_df,
+            max_features: 0,
+            sublinear_tf: true,
+        }
     }
 
     #[test]
-    fn ngrams_follow_the_words_in_order() {
-        assert_eq!(terms("a1 b2 c3", 1), ["a1", "b2", "c3"]);
-        assert_eq!(terms("a1 b2 c3", 2), ["a1", "b2", "a1 b2", "c3", "b2 c3"]);
-        assert_eq!(terms("a1 b2 c3", 3), ["a1", "b2", "a1 b2", "c3", "b2 c3", "a1 b2 c3"]);
+    fn max_features_keeps_the_most_frequent_terms_of_each_family() {
+        let mut settings = words(1);
+        settings.max_features = 2;
+        settings.analyzer.char_ngrams = (3, 3);
+        let docs = ["aa bb cc", "aa bb", "aa dd"];
+        let tfidf = TfIdf::fit(&docs, settings).unwrap();
+        let (chars, words): (Vec<&String>, Vec<&String>) = tfidf.terms().iter().partition(|t| t.starts_with(CHAR_MARK));
+        assert_eq!(words, ["aa", "bb"]);
+        assert_eq!(chars.len(), 2);
     }
 
     #[test]
     fn vocabulary_respects_min_df_and_is_sorted() {
         let docs = ["troops shelled the town", "troops entered the camp", "aid reached the camp"];
-        let settings = FeatureSettings { max_ngram: 1, min_df: 2, sublinear_tf: true };
-        let tfidf = TfIdf::fit(&docs, settings);
+        let tfidf = TfIdf::fit(&docs, words(2)).unwrap();
         assert_eq!(tfidf.terms(), ["camp", "the", "troops"]);
         // "the" is in every document: the smallest idf, exactly 1.
         assert!((tfidf.idf()[1] - 1.0).abs() < 1e-6);
@@ -249,7 +277,7 @@ mod tests {
     #[test]
     fn rows_are_l2_normalized_sorted_and_sublinear() {
         let docs = ["camp camp camp troops", "camp troops", "troops"];
-        let tfidf = TfIdf::fit(&docs, FeatureSettings { max_ngram: 1, min_df: 1, sublinear_tf: true });
+        let tfidf = TfIdf::fit(&docs, words(1)).unwrap();
         let v = tfidf.transform("troops camp camp camp camp unknownword");
         assert_eq!(v.indices, [0, 1]);
         let norm: f32 = v.values.iter().map(|x| x * x).sum();
@@ -261,21 +289,36 @@ mod tests {
     }
 
     #[test]
+    fn word_and_character_families_are_normalized_apart() {
+        let mut settings = words(1);
+        settings.analyzer.char_ngrams = (3, 3);
+        let docs = ["camp", "troops", "camp troops"];
+        let tfidf = TfIdf::fit(&docs, settings).unwrap();
+        let first_char = tfidf.terms().iter().position(|t| t.starts_with(CHAR_MARK)).unwrap();
+        assert!(tfidf.terms()[..first_char].iter().all(|t| !t.starts_with(CHAR_MARK)));
+        assert!(tfidf.terms()[first_char..].iter().all(|t| t.starts_with(CHAR_MARK)));
+        let v = tfidf.transform("camp troops");
+        let norm = |keep: &dyn Fn(usize) -> bool| v.iter().filter(|(i, _)| keep(*i)).map(|(_, x)| x * x).sum::<f32>();
+        assert!((norm(&|i| i < first_char) - 1.0).abs() < 1e-5);
+        assert!((norm(&|i| i >= first_char) - 1.0).abs() < 1e-5);
+    }
+
+    #[test]
     fn unknown_text_gives_an_empty_vector() {
-        let tfidf = TfIdf::fit(&["alpha beta", "beta gamma"], FeatureSettings::default());
-        assert!(tfidf.transform("zeta eta").is_empty());
+        let tfidf = TfIdf::fit(&["alpha beta", "beta gamma"], FeatureSettings::default()).unwrap();
+        assert!(tfidf.transform("xyz qqq").is_empty());
         assert!(tfidf.transform("").is_empty());
     }
 
     #[test]
     fn dense_rows_match_sparse_rows() {
         let docs = ["alpha beta", "beta gamma", "gamma alpha alpha"];
-        let tfidf = TfIdf::fit(&docs, FeatureSettings { max_ngram: 1, min_df: 1, sublinear_tf: true });
+        let tfidf = TfIdf::fit(&docs, FeatureSettings { min_df: 1, ..FeatureSettings::default() }).unwrap();
         let rows: Vec<SparseVector> = docs.iter().map(|d| tfidf.transform(d)).collect();
         let dense = tfidf.to_dense(&rows);
         for (r, row) in rows.iter().enumerate() {
             for (c, v) in row.iter() {
-                assert_eq!(dense[[r, c]], f64::from(v));
+                assert_eq!(dense[[r, c]], v);
             }
             assert_eq!(dense.row(r).iter().filter(|x| **x != 0.0).count(), row.indices.len());
         }
@@ -283,9 +326,11 @@ mod tests {
 
     #[test]
     fn stored_parts_are_checked() {
-        let settings = FeatureSettings::default();
+        let settings = words(1);
         let duplicate = TfIdf::from_parts(settings.clone(), vec!["a".into(), "a".into()], vec![1.0, 1.0]);
         assert_eq!(duplicate.unwrap_err(), VectorizerError::DuplicateTerm("a".into()));
+        let unordered = TfIdf::from_parts(settings.clone(), vec!["~ab".into(), "a".into()], vec![1.0, 1.0]);
+        assert_eq!(unordered.unwrap_err(), VectorizerError::Unordered("a".into()));
         let short = TfIdf::from_parts(settings.clone(), vec!["a".into()], vec![]);
         assert!(matches!(short, Err(VectorizerError::LengthMismatch { .. })));
         let nan = TfIdf::from_parts(settings, vec!["a".into()], vec![f32::NAN]);

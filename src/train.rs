@@ -1,35 +1,28 @@
-//! Offline training: corpus → TF-IDF → linfa multinomial logistic regression → [`Model`],
-//! with stratified k-fold cross-validation for the evaluation report.
+//! Offline training: corpus → TF-IDF → a linfa classifier → [`Model`], with stratified
+//! k-fold cross-validation for model selection and for the evaluation report.
 //!
 //! Training is deterministic: the same corpus, settings and timestamp give a model
 //! that encodes to the same bytes. Folds come from a seeded shuffle, the vocabulary
-//! is sorted, and linfa's L-BFGS solver has no randomness.
+//! is in canonical order, and neither linfa solver has randomness. Folds run on
+//! parallel threads, each on its own data, so threading does not change results.
 
-use std::collections::BTreeMap;
-use std::time::{Duration, UNIX_EPOCH};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
-use linfa::Dataset;
-use linfa::traits::Fit;
-use linfa_logistic::MultiLogisticRegression;
-use ndarray::{Array1, Array2};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::classifier::{ClassifierSettings, FitError};
 use crate::corpus::{Corpus, Document};
 use crate::metrics::{Metrics, Outcome};
-use crate::model::{InvalidModel, LinearLayer, Model, ModelMeta};
-use crate::tfidf::{FeatureSettings, TfIdf};
-
-pub const CLASSIFIER: &str = "logistic_regression";
+use crate::model::{InvalidModel, Model, ModelMeta, Prediction};
+use crate::tfidf::{FeatureSettings, TfIdf, VectorizerError};
 
 /// Everything that decides what model a corpus trains into.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainSettings {
     pub features: FeatureSettings,
-    /// L2 penalty weight of the logistic regression (linfa's `alpha`; like 1/C in scikit-learn).
-    pub alpha: f64,
-    /// Upper bound on L-BFGS iterations.
-    pub max_iterations: u64,
-    /// Cross-validation folds for the report; 0 or 1 skips cross-validation.
+    pub classifier: ClassifierSettings,
+    /// Cross-validation folds; 0 or 1 skips cross-validation.
     pub folds: u32,
     /// Seed of the fold assignment.
     pub seed: u64,
@@ -37,18 +30,24 @@ pub struct TrainSettings {
 
 impl Default for TrainSettings {
     fn default() -> Self {
-        Self { features: FeatureSettings::default(), alpha: 0.1, max_iterations: 300, folds: 5, seed: 17 }
+        Self { features: FeatureSettings::default(), classifier: ClassifierSettings::default(), folds: 5, seed: 17 }
     }
 }
 
 impl TrainSettings {
-    fn describe(&self) -> BTreeMap<String, String> {
+    /// The settings as name/value pairs, for people and for ModelInfo.
+    pub fn describe(&self) -> Vec<(String, String)> {
+        let analyzer = &self.features.analyzer;
+        let (char_min, char_max) = analyzer.char_ngrams;
         [
-            ("max_ngram", self.features.max_ngram.to_string()),
+            ("classifier", self.classifier.to_string()),
+            ("word_ngrams", format!("1-{}", analyzer.max_ngram)),
+            ("char_ngrams", if char_max == 0 { "off".to_string() } else { format!("{char_min}-{char_max}") }),
+            ("stemming", format!("{:?}", analyzer.stemming).to_lowercase()),
+            ("stop_words", analyzer.stop_words.to_string()),
             ("min_df", self.features.min_df.to_string()),
+            ("max_features", self.features.max_features.to_string()),
             ("sublinear_tf", self.features.sublinear_tf.to_string()),
-            ("alpha", self.alpha.to_string()),
-            ("max_iterations", self.max_iterations.to_string()),
             ("folds", self.folds.to_string()),
             ("seed", self.seed.to_string()),
         ]
@@ -56,6 +55,42 @@ impl TrainSettings {
         .map(|(k, v)| (k.to_string(), v))
         .collect()
     }
+}
+
+/// One classifier's cross-validated scores during model selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    pub classifier: ClassifierSettings,
+    pub metrics: Metrics,
+    /// Standard error of the macro-F1 across folds.
+    pub macro_f1_standard_error: f64,
+}
+
+/// The one-standard-error rule: among the candidates of the best-scoring family whose
+/// macro-F1 is within one standard error of the best, keep the most regularized. Scores
+/// that close are a tie on this corpus, and the simpler model is the safer bet on news
+/// that differs from it.
+fn choose(results: &[Candidate]) -> &Candidate {
+    let best = results
+        .iter()
+        .reduce(|best, c| if c.metrics.macro_f1 > best.metrics.macro_f1 { c } else { best })
+        .expect("at least one candidate");
+    let floor = best.metrics.macro_f1 - best.macro_f1_standard_error;
+    results
+        .iter()
+        .filter(|c| c.classifier.family() == best.classifier.family() && c.metrics.macro_f1 >= floor)
+        .reduce(|kept, c| if c.classifier.regularization() > kept.classifier.regularization() { c } else { kept })
+        .unwrap_or(best)
+}
+
+fn standard_error(scores: &[f64]) -> f64 {
+    if scores.len() < 2 {
+        return 0.0;
+    }
+    let n = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let variance = scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (variance / n).sqrt()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,13 +101,17 @@ pub enum TrainError {
     TooFewDocuments { label: String, documents: usize, folds: u32 },
     #[error("no document has a known term after min_df={0}; lower --min-df or add documents")]
     EmptyVocabulary(u32),
-    #[error("the logistic regression solver failed: {0}")]
-    Solver(#[from] linfa_logistic::error::Error),
+    #[error("no classifier to train")]
+    NoCandidates,
+    #[error(transparent)]
+    Features(#[from] VectorizerError),
+    #[error(transparent)]
+    Fit(#[from] FitError),
     #[error("training produced an unusable model: {0}")]
     Invalid(#[from] InvalidModel),
 }
 
-/// Trains on the whole corpus after cross-validating the same recipe.
+/// Trains with exactly `settings`, cross-validating them first for the report.
 ///
 /// `trained_at` (seconds since the Unix epoch) is recorded, not read from the clock,
 /// so that retraining can reproduce a file byte for byte. `version` defaults to the
@@ -83,6 +122,24 @@ pub fn train(
     trained_at: u64,
     version: Option<String>,
 ) -> Result<Model, TrainError> {
+    let (model, _) = train_selecting(corpus, settings, &[settings.classifier], trained_at, version)?;
+    Ok(model)
+}
+
+/// Cross-validates every classifier in `candidates` on the same folds, keeps one by
+/// the one-standard-error rule (see [`choose`]), and trains it on the whole corpus.
+/// Returns the model and every candidate's scores, in the order given.
+pub fn train_selecting(
+    corpus: &Corpus,
+    settings: &TrainSettings,
+    candidates: &[ClassifierSettings],
+    trained_at: u64,
+    version: Option<String>,
+) -> Result<(Model, Vec<Candidate>), TrainError> {
+    let Some(&first) = candidates.first() else { return Err(TrainError::NoCandidates) };
+    if trained_at > crate::model::LATEST_TIMESTAMP {
+        return Err(InvalidModel::BadTimestamp(trained_at).into());
+    }
     let labels = label_set(&corpus.documents);
     if labels.len() < 2 {
         return Err(TrainError::TooFewLabels(labels.len()));
@@ -95,22 +152,55 @@ pub fn train(
         })
         .collect();
 
-    let metrics =
-        if settings.folds > 1 { cross_validate(corpus, &labels, &targets, settings)? } else { Metrics::default() };
+    let (chosen, metrics, results) = if settings.folds > 1 {
+        let (predictions, fold_of) = cross_validate(corpus, &labels, &targets, settings, candidates)?;
+        let results: Vec<Candidate> = candidates
+            .iter()
+            .zip(predictions)
+            .map(|(&classifier, predicted)| {
+                let outcomes: Vec<Outcome<'_>> = predicted
+                    .iter()
+                    .zip(&targets)
+                    .zip(&corpus.documents)
+                    .map(|((p, &truth), d)| Outcome { truth, predicted: p.top(), language: &d.lang })
+                    .collect();
+                let fold_scores: Vec<f64> = (0..settings.folds as usize)
+                    .map(|fold| {
+                        let held_out: Vec<Outcome<'_>> =
+                            outcomes.iter().zip(&fold_of).filter(|(_, f)| **f == fold).map(|(o, _)| *o).collect();
+                        Metrics::compute(&labels, &held_out, 0).macro_f1
+                    })
+                    .collect();
+                Candidate {
+                    classifier,
+                    metrics: Metrics::compute(&labels, &outcomes, settings.folds),
+                    macro_f1_standard_error: standard_error(&fold_scores),
+                }
+            })
+            .collect();
+        let chosen = choose(&results);
+        (chosen.classifier, chosen.metrics.clone(), results)
+    } else {
+        (first, Metrics::default(), Vec::new())
+    };
 
+    let settings = TrainSettings { classifier: chosen, ..settings.clone() };
     let texts: Vec<&str> = corpus.documents.iter().map(|d| d.text.as_str()).collect();
-    let (vectorizer, layer) = fit(&texts, &targets, labels.len(), settings)?;
+    let vectorizer = fit_vectorizer(&texts, &settings.features)?;
+    let rows: Vec<_> = texts.iter().map(|t| vectorizer.transform(t)).collect();
+    let layer = chosen.fit(&vectorizer.to_dense(&rows), &targets, labels.len())?;
 
     let meta = ModelMeta {
-        version: version.unwrap_or_else(|| default_version(corpus, settings, trained_at)),
-        classifier: CLASSIFIER.to_string(),
+        version: version.unwrap_or_else(|| default_version(corpus, &settings, trained_at)),
+        classifier: chosen.family().to_string(),
         trained_at,
         corpus_digest: corpus.digest.clone(),
         corpus_documents: corpus.documents.len() as u64,
-        settings: settings.describe(),
+        settings,
         metrics,
+        selection: results.clone(),
     };
-    Ok(Model::new(meta, labels, vectorizer, layer)?)
+    Ok((Model::new(meta, labels, vectorizer, layer)?, results))
 }
 
 /// The distinct primary labels, sorted: the model's column order.
@@ -124,56 +214,32 @@ fn label_set(documents: &[Document]) -> Vec<String> {
 fn default_version(corpus: &Corpus, settings: &TrainSettings, trained_at: u64) -> String {
     let mut hasher = Sha256::new();
     hasher.update(corpus.digest.as_bytes());
-    hasher.update(format!("{:?}", settings.describe()).as_bytes());
+    hasher.update(format!("{settings:?}").as_bytes());
     let recipe = crate::hex(&hasher.finalize()[..4]);
-    let date = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(trained_at)).to_string();
-    format!("{}-{recipe}", date[..10].replace('-', ""))
+    let date = crate::model::rfc3339(trained_at).unwrap_or_default();
+    format!("{}-{recipe}", date.get(..10).unwrap_or("undated").replace('-', ""))
 }
 
-/// Fits TF-IDF and the logistic regression on `texts`, returning the layer with one
-/// column per label in label order.
-fn fit(
-    texts: &[&str],
-    targets: &[usize],
-    labels: usize,
-    settings: &TrainSettings,
-) -> Result<(TfIdf, LinearLayer), TrainError> {
-    let vectorizer = TfIdf::fit(texts, settings.features.clone());
+fn fit_vectorizer(texts: &[&str], settings: &FeatureSettings) -> Result<TfIdf, TrainError> {
+    let vectorizer = TfIdf::fit(texts, settings.clone())?;
     if vectorizer.vocabulary_size() == 0 {
-        return Err(TrainError::EmptyVocabulary(settings.features.min_df));
+        return Err(TrainError::EmptyVocabulary(settings.min_df));
     }
-    let rows: Vec<_> = texts.iter().map(|t| vectorizer.transform(t)).collect();
-    let dataset = Dataset::new(vectorizer.to_dense(&rows), Array1::from(targets.to_vec()));
-    let fitted = MultiLogisticRegression::default()
-        .alpha(settings.alpha)
-        .max_iterations(settings.max_iterations)
-        .fit(&dataset)?;
-
-    // linfa orders its columns by the sorted classes it saw; place each under its label.
-    let mut weights = Array2::<f32>::zeros((vectorizer.vocabulary_size(), labels));
-    let mut intercept = Array1::<f32>::zeros(labels);
-    for (column, &label) in fitted.classes().iter().enumerate() {
-        weights.column_mut(label).assign(&fitted.params().column(column).mapv(|w| w as f32));
-        intercept[label] = fitted.intercept()[column] as f32;
-    }
-    if fitted.classes().len() != labels {
-        // A label with no training document would otherwise score as a neutral zero column.
-        let present: Vec<usize> = fitted.classes().to_vec();
-        for label in (0..labels).filter(|l| !present.contains(l)) {
-            intercept[label] = -1.0e4;
-        }
-    }
-    Ok((vectorizer, LinearLayer { weights, intercept }))
+    Ok(vectorizer)
 }
 
 /// Stratified k-fold cross-validation: every fold holds about 1/k of each label.
-/// TF-IDF is refitted inside each fold, so held-out documents never shape the vocabulary.
+/// TF-IDF is refitted inside each fold, so held-out documents never shape the
+/// vocabulary; every candidate is fitted on the same fold features.
+/// Returns, per candidate, the held-out prediction of every document, and every
+/// document's fold.
 fn cross_validate(
     corpus: &Corpus,
     labels: &[String],
     targets: &[usize],
     settings: &TrainSettings,
-) -> Result<Metrics, TrainError> {
+    candidates: &[ClassifierSettings],
+) -> Result<(Vec<Vec<Prediction>>, Vec<usize>), TrainError> {
     let folds = settings.folds as usize;
     let mut fold_of = vec![0usize; targets.len()];
     let mut rng = SplitMix64(settings.seed);
@@ -193,22 +259,60 @@ fn cross_validate(
     }
 
     let documents = &corpus.documents;
-    let mut predicted = vec![0usize; targets.len()];
-    for fold in 0..folds {
+    let run_fold = |fold: usize| -> Result<Vec<(usize, Vec<Prediction>)>, TrainError> {
         let (held_out, training): (Vec<usize>, Vec<usize>) = (0..targets.len()).partition(|&i| fold_of[i] == fold);
         let texts: Vec<&str> = training.iter().map(|&i| documents[i].text.as_str()).collect();
         let fold_targets: Vec<usize> = training.iter().map(|&i| targets[i]).collect();
-        let (vectorizer, layer) = fit(&texts, &fold_targets, labels.len(), settings)?;
-        let model = Model::new(ModelMeta::placeholder(), labels.to_vec(), vectorizer, layer)?;
+        let vectorizer = fit_vectorizer(&texts, &settings.features)?;
+        let rows: Vec<_> = texts.iter().map(|t| vectorizer.transform(t)).collect();
+        let x = vectorizer.to_dense(&rows);
+        drop(rows);
+        let mut out = Vec::with_capacity(held_out.len());
+        let mut per_candidate = Vec::with_capacity(candidates.len());
+        for candidate in candidates {
+            let layer = candidate.fit(&x, &fold_targets, labels.len())?;
+            per_candidate.push(Model::new(ModelMeta::placeholder(), labels.to_vec(), vectorizer.clone(), layer)?);
+        }
         for i in held_out {
-            predicted[i] = model.predict(&documents[i].text).top();
+            out.push((i, per_candidate.iter().map(|m| m.predict(&documents[i].text)).collect()));
+        }
+        Ok(out)
+    };
+
+    // Folds are independent: spread them over the cores, each worker taking the next fold.
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(folds);
+    let next = AtomicUsize::new(0);
+    let fold_results: Vec<Result<Vec<_>, TrainError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut results = Vec::new();
+                    loop {
+                        let fold = next.fetch_add(1, Ordering::Relaxed);
+                        if fold >= folds {
+                            return results;
+                        }
+                        results.push(run_fold(fold));
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("a cross-validation worker panicked")).collect()
+    });
+
+    let mut predictions: Vec<Vec<Option<Prediction>>> = vec![vec![None; targets.len()]; candidates.len()];
+    for fold in fold_results {
+        for (document, per_candidate) in fold? {
+            for (c, prediction) in per_candidate.into_iter().enumerate() {
+                predictions[c][document] = Some(prediction);
+            }
         }
     }
-
-    let outcomes: Vec<Outcome<'_>> = (0..targets.len())
-        .map(|i| Outcome { truth: targets[i], predicted: predicted[i], language: &documents[i].lang })
+    let predictions = predictions
+        .into_iter()
+        .map(|per_document| per_document.into_iter().map(|p| p.expect("every document is held out once")).collect())
         .collect();
-    Ok(Metrics::compute(labels, &outcomes, settings.folds))
+    Ok((predictions, fold_of))
 }
 
 /// A small, fixed pseudo-random generator: fold assignment must not change with a
@@ -236,14 +340,13 @@ impl SplitMix64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use linfa::traits::Predict;
 
     fn doc(id: usize, lang: &str, text: &str, label: &str) -> Document {
         Document { id: id.to_string(), lang: lang.into(), text: text.into(), labels: vec![label.into()] }
     }
 
     /// A small separable corpus: each label has its own vocabulary plus shared filler.
-    pub(crate) fn toy_corpus() -> Corpus {
+    fn toy_corpus() -> Corpus {
         let topics = [
             ("security", ["troops", "clashes", "militants", "ambush", "artillery"]),
             ("diplomacy", ["ambassador", "summit", "envoy", "talks", "treaty"]),
@@ -261,10 +364,7 @@ mod tests {
     }
 
     fn settings() -> TrainSettings {
-        TrainSettings {
-            features: FeatureSettings { max_ngram: 1, min_df: 1, sublinear_tf: true },
-            ..TrainSettings::default()
-        }
+        TrainSettings { features: crate::tfidf::tests::words(1), ..TrainSettings::default() }
     }
 
     #[test]
@@ -280,25 +380,60 @@ mod tests {
         assert_eq!(metrics.folds, 5);
         assert_eq!(metrics.documents, 30);
         assert!(metrics.accuracy > 0.9, "{metrics}");
-        assert_eq!(model.meta().version, "19700101-".to_string() + &model.meta().version[9..]);
+        assert!(model.meta().version.starts_with("19700101-"), "{}", model.meta().version);
+    }
+
+    #[test]
+    fn selection_scores_every_candidate_and_keeps_the_best() {
+        let candidates = [
+            ClassifierSettings::NaiveBayes { alpha: 1000.0 },
+            ClassifierSettings::Logistic { alpha: 0.1, max_iterations: 100 },
+        ];
+        let (model, results) = train_selecting(&toy_corpus(), &settings(), &candidates, 0, None).unwrap();
+        assert_eq!(results.len(), 2);
+        let best = results.iter().map(|c| c.metrics.macro_f1).fold(0.0, f64::max);
+        assert_eq!(model.meta().metrics.macro_f1, best);
+        let winner = results.iter().find(|c| c.metrics.macro_f1 == best).unwrap();
+        assert_eq!(model.meta().settings.classifier, winner.classifier);
+        assert_eq!(model.meta().selection, results);
+        assert!(results.iter().all(|c| c.macro_f1_standard_error.is_finite()));
+    }
+
+    fn candidate(classifier: ClassifierSettings, macro_f1: f64, se: f64) -> Candidate {
+        Candidate { classifier, metrics: Metrics { macro_f1, ..Metrics::default() }, macro_f1_standard_error: se }
+    }
+
+    #[test]
+    fn one_standard_error_rule_prefers_the_simpler_model_on_a_tie() {
+        let logistic = |alpha| ClassifierSettings::Logistic { alpha, max_iterations: 100 };
+        let results = [
+            candidate(logistic(0.03), 0.960, 0.005),
+            candidate(logistic(0.3), 0.957, 0.006),
+            candidate(logistic(1.0), 0.950, 0.006),
+            candidate(ClassifierSettings::NaiveBayes { alpha: 1.0 }, 0.959, 0.005),
+        ];
+        assert_eq!(choose(&results).classifier, logistic(0.3));
+        assert_eq!(standard_error(&[1.0, 1.0, 1.0]), 0.0);
+        assert!((standard_error(&[0.0, 2.0]) - 1.0).abs() < 1e-12);
     }
 
     #[test]
     fn sparse_inference_matches_linfa_predict() {
+        use linfa::traits::{Fit, Predict};
+        use linfa_logistic::MultiLogisticRegression;
         let corpus = toy_corpus();
         let texts: Vec<&str> = corpus.documents.iter().map(|d| d.text.as_str()).collect();
         let targets: Vec<usize> = (0..30).map(|i| i / 10).collect();
-        let s = settings();
-        let vectorizer = TfIdf::fit(&texts, s.features.clone());
+        let vectorizer = TfIdf::fit(&texts, settings().features).unwrap();
         let rows: Vec<_> = texts.iter().map(|t| vectorizer.transform(t)).collect();
         let dense = vectorizer.to_dense(&rows);
-        let dataset = Dataset::new(dense.clone(), Array1::from(targets.clone()));
-        let fitted =
-            MultiLogisticRegression::default().alpha(s.alpha).max_iterations(s.max_iterations).fit(&dataset).unwrap();
-        let linfa_probabilities = fitted.predict_probabilities(&dense);
-        let linfa_labels = fitted.predict(&dense);
+        let dataset = linfa::Dataset::new(dense.clone(), ndarray::Array1::from(targets.clone()));
+        let linfa_model = MultiLogisticRegression::default().alpha(0.1f32).max_iterations(300).fit(&dataset).unwrap();
+        let linfa_probabilities = linfa_model.predict_probabilities(&dense).mapv(f64::from);
+        let linfa_labels = linfa_model.predict(&dense);
 
-        let (vectorizer, layer) = fit(&texts, &targets, 3, &s).unwrap();
+        let classifier = ClassifierSettings::Logistic { alpha: 0.1, max_iterations: 300 };
+        let layer = classifier.fit(&dense, &targets, 3).unwrap();
         let labels: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
         let model = Model::new(ModelMeta::placeholder(), labels, vectorizer, layer).unwrap();
         for (i, text) in texts.iter().enumerate() {
@@ -328,7 +463,7 @@ mod tests {
     }
 
     #[test]
-    fn stratified_folds_are_balanced() {
+    fn shuffle_is_a_permutation() {
         let mut rng = SplitMix64(1);
         let mut items: Vec<usize> = (0..10).collect();
         rng.shuffle(&mut items);

@@ -24,7 +24,7 @@ fn assert_distribution(response: &ClassifyResponse) {
     let labels: Vec<&str> = response.scores.iter().map(|s| s.label.as_str()).collect();
     let mut sorted = labels.clone();
     sorted.sort_unstable();
-    assert_eq!(sorted, ["diplomacy", "humanitarian", "security"], "every label is scored once");
+    assert_eq!(sorted, ["diplomacy", "humanitarian", "none", "security"], "every label is scored once");
     assert!(response.scores.iter().all(|s| s.score.is_finite() && (0.0..=1.0).contains(&s.score)));
     assert!(response.scores.windows(2).all(|w| w[0].score >= w[1].score), "highest first");
     let sum: f32 = response.scores.iter().map(|s| s.score).sum();
@@ -39,6 +39,7 @@ async fn the_seed_article_is_security() {
     let response = client.classify(request(seed_article(), "kuna-seed")).await.unwrap().into_inner();
     assert_eq!(response.label, "security");
     assert_eq!(response.id, "kuna-seed");
+    assert_eq!(response.language, "ar");
     assert_distribution(&response);
 }
 
@@ -76,6 +77,22 @@ async fn english_articles_are_classified_too() {
     for (text, label) in cases {
         let response = client.classify(request(text, "")).await.unwrap().into_inner();
         assert_eq!(response.label, label, "{text}: {:?}", response.scores);
+        assert_eq!(response.language, "en");
+        assert_distribution(&response);
+    }
+}
+
+#[tokio::test]
+async fn out_of_scope_news_is_none() {
+    let server = TestServer::start(&[]);
+    let mut client = server.client().await;
+    let cases = [
+        "The central bank kept its benchmark rate unchanged on Thursday, citing easing inflation and steady growth in retail lending.",
+        "أحرز فريق الترجي لقب البطولة للمرة الثالثة على التوالي بعد فوزه على النادي الصفاقسي بهدفين دون رد في المباراة النهائية",
+    ];
+    for text in cases {
+        let response = client.classify(request(text, "")).await.unwrap().into_inner();
+        assert_eq!(response.label, "none", "{text}: {:?}", response.scores);
         assert_distribution(&response);
     }
 }
@@ -97,6 +114,8 @@ async fn batch_answers_in_order_and_echoes_ids() {
     assert_eq!(ids, ["b-0", "b-1", "b-2", ""]);
     let labels: Vec<&str> = results.iter().map(|r| r.label.as_str()).collect();
     assert_eq!(labels, ["humanitarian", "diplomacy", "security", "security"]);
+    let languages: Vec<&str> = results.iter().map(|r| r.language.as_str()).collect();
+    assert_eq!(languages, ["ar", "ar", "ar", "en"]);
     for (result, (_, text)) in results.iter().zip(texts) {
         let single = client.classify(request(text, "")).await.unwrap().into_inner();
         assert_eq!(result.scores, single.scores, "a batch answers exactly like single calls");
@@ -105,7 +124,7 @@ async fn batch_answers_in_order_and_echoes_ids() {
 
 #[tokio::test]
 async fn bad_input_gets_invalid_argument_and_the_server_keeps_serving() {
-    let server = TestServer::start(&["--max-text-bytes", "1000", "--max-batch", "4"]);
+    let server = TestServer::start(&["--max-text-bytes", "1000", "--max-batch", "4", "--max-message-bytes", "66536"]);
     let mut client = server.client().await;
 
     let blank_texts = ["", "   \n\t", "\u{00A0}\u{3000}", "\u{200B}\u{200F}\u{FEFF}"];
@@ -119,6 +138,14 @@ async fn bad_input_gets_invalid_argument_and_the_server_keeps_serving() {
     assert_eq!(status.code(), Code::InvalidArgument);
     assert!(status.message().contains("limit of 1000 bytes"), "{}", status.message());
     client.classify(request("x".repeat(1000), "")).await.expect("exactly the limit is accepted");
+
+    let status = client.classify(request("troops", &"i".repeat(257))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("id is 257 bytes"), "{}", status.message());
+
+    // A message over the transport limit (here 1000 + 64 KiB) is refused before decoding.
+    let status = client.classify(request("x".repeat(200_000), "")).await.unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
 
     let status = client.classify_batch(ClassifyBatchRequest { documents: vec![] }).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
@@ -195,28 +222,38 @@ async fn model_info_tells_an_operator_what_is_served() {
     let info = client.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
     let model = topics::model_file::load(&repo_path("models/topics.model")).unwrap();
     assert_eq!(info.version, model.meta().version);
-    assert_eq!(info.labels, ["diplomacy", "humanitarian", "security"]);
+    assert_eq!(info.labels, ["diplomacy", "humanitarian", "none", "security"]);
     assert_eq!(info.format_version, topics::model_file::FORMAT_VERSION);
     assert_eq!(info.vocabulary_size, model.vectorizer().vocabulary_size() as u64);
     assert_eq!(info.corpus_digest.len(), 64);
     assert!(info.corpus_documents > 200);
     assert!(info.trained_at.ends_with('Z'), "{}", info.trained_at);
-    assert_eq!(info.classifier, "logistic_regression");
-    assert_eq!(info.settings.get("max_ngram").map(String::as_str), Some("2"));
+    assert_eq!(info.classifier, model.meta().settings.classifier.family());
+    assert_eq!(info.settings.get("word_ngrams").map(String::as_str), Some("1-2"));
     let metrics = info.metrics.expect("cross-validated metrics");
     assert_eq!(metrics.folds, 5);
     assert!(metrics.macro_f1 > 0.8, "{metrics:?}");
-    assert_eq!(metrics.per_class.len(), 3);
+    assert_eq!(metrics.per_class.len(), 4);
+    assert_eq!(metrics.confusion.len(), 4);
+    assert!(metrics.confusion.iter().all(|row| row.counts.len() == 4));
+    let classified: u64 = metrics.confusion.iter().flat_map(|row| &row.counts).sum();
+    assert_eq!(classified, metrics.documents);
+    assert!(info.selection.len() >= 2, "the trainer compared classifiers: {:?}", info.selection);
+    assert!(info.selection.iter().any(|c| c.classifier.starts_with("multinomial_nb")));
     assert!(metrics.per_language.iter().any(|l| l.language == "ar"));
 }
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_calls_and_exits_zero() {
-    let server = TestServer::start(&["--max-batch", "256"]);
+    let server = TestServer::start_with_log(&["--max-message-bytes", "67108864"], "info,topics=debug");
     let channel = server.channel().await;
     let mut health = HealthClient::new(channel.clone());
-    let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
-    assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+    let mut watches = Vec::new();
+    for service in ["", "topics.v1.TopicClassifier"] {
+        let mut watch = health.watch(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(watch.message().await.unwrap().unwrap().status(), ServingStatus::Serving);
+        watches.push(watch);
+    }
 
     // A batch large enough to still be running when the signal arrives.
     let long_text = seed_article().repeat(12);
@@ -225,13 +262,20 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
         .max_encoding_message_size(64 << 20)
         .max_decoding_message_size(64 << 20);
     let in_flight = tokio::spawn(async move { client.classify_batch(ClassifyBatchRequest { documents }).await });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(!in_flight.is_finished(), "the batch must still be running when the signal arrives");
+    // The server logs when it starts the batch: only then is the call truly in flight.
+    let waiting = std::time::Instant::now();
+    while !server.log().contains("classifying batch") {
+        assert!(waiting.elapsed() < Duration::from_secs(20), "the batch never started:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 
     server.signal("TERM");
-    let update = tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("health update in time");
-    assert_eq!(update.unwrap().unwrap().status(), ServingStatus::NotServing);
-    drop(watch);
+    for watch in &mut watches {
+        let update =
+            tokio::time::timeout(Duration::from_secs(10), watch.message()).await.expect("health update in time");
+        assert_eq!(update.unwrap().unwrap().status(), ServingStatus::NotServing);
+    }
+    drop(watches);
 
     let results = in_flight.await.unwrap().expect("the in-flight batch completes").into_inner().results;
     assert_eq!(results.len(), 256);

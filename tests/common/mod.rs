@@ -42,12 +42,17 @@ pub struct TestServer {
 impl TestServer {
     /// Starts `topics serve` on the committed model with `extra` flags.
     pub fn start(extra: &[&str]) -> Self {
+        Self::start_with_log(extra, "info")
+    }
+
+    /// Like [`TestServer::start`], logging with the tracing filter `log`.
+    pub fn start_with_log(extra: &[&str], log_filter: &str) -> Self {
         let model = repo_path("models/topics.model");
         let mut child = Command::new(env!("CARGO_BIN_EXE_topics"))
             .args(["serve", "--addr", "127.0.0.1:0", "--model"])
             .arg(model)
             .args(extra)
-            .env("TOPICS_LOG", "info")
+            .env("TOPICS_LOG", log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
