@@ -72,12 +72,6 @@ impl std::fmt::Debug for Analyzer {
     }
 }
 
-impl Clone for Analyzer {
-    fn clone(&self) -> Self {
-        Self::new(self.settings.clone()).expect("settings were valid when first built")
-    }
-}
-
 impl Analyzer {
     pub fn new(settings: AnalyzerSettings) -> Result<Self, AnalyzerError> {
         if !(1..=3).contains(&settings.max_ngram) {

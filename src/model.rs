@@ -8,7 +8,7 @@ use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::Metrics;
-use crate::tfidf::TfIdf;
+use crate::tfidf::{SparseVector, TfIdf};
 use crate::train::{Candidate, TrainSettings};
 
 /// Everything an operator wants to know about where a model came from.
@@ -94,7 +94,7 @@ pub enum InvalidModel {
 }
 
 /// A trained classifier, ready to label text.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Model {
     meta: ModelMeta,
     labels: Vec<String>,
@@ -172,10 +172,16 @@ impl Model {
 
     /// Labels `text`. A text with no known term still gets finite scores: the intercept's softmax.
     pub fn predict(&self, text: &str) -> Prediction {
-        let features = self.vectorizer.transform(text);
-        let mut scores = self.layer.intercept.to_vec();
+        self.layer.predict(&self.vectorizer.transform(text))
+    }
+}
+
+impl LinearLayer {
+    /// Scores a document's features: only its non-zero entries touch the weights.
+    pub fn predict(&self, features: &SparseVector) -> Prediction {
+        let mut scores = self.intercept.to_vec();
         for (feature, value) in features.iter() {
-            for (score, weight) in scores.iter_mut().zip(self.layer.weights.row(feature)) {
+            for (score, weight) in scores.iter_mut().zip(self.weights.row(feature)) {
                 *score += value * weight;
             }
         }
@@ -265,25 +271,25 @@ pub(crate) mod tests {
 
     #[test]
     fn inconsistent_parts_are_rejected() {
-        let vectorizer = TfIdf::from_parts(FeatureSettings::default(), vec!["a".into()], vec![1.0]).unwrap();
+        let vectorizer = || TfIdf::from_parts(FeatureSettings::default(), vec!["a".into()], vec![1.0]).unwrap();
         let labels = vec!["x".to_string(), "y".to_string()];
         let wrong_rows = LinearLayer { weights: Array2::zeros((2, 2)), intercept: Array1::zeros(2) };
         assert!(matches!(
-            Model::new(meta(), labels.clone(), vectorizer.clone(), wrong_rows),
+            Model::new(meta(), labels.clone(), vectorizer(), wrong_rows),
             Err(InvalidModel::RowMismatch { .. })
         ));
         let nan = LinearLayer { weights: array![[f32::NAN, 0.0]], intercept: Array1::zeros(2) };
-        assert_eq!(Model::new(meta(), labels.clone(), vectorizer.clone(), nan).unwrap_err(), InvalidModel::BadWeight);
+        assert_eq!(Model::new(meta(), labels.clone(), vectorizer(), nan).unwrap_err(), InvalidModel::BadWeight);
         let huge = LinearLayer { weights: array![[3.0e38, 3.0e38]], intercept: Array1::zeros(2) };
-        assert_eq!(Model::new(meta(), labels.clone(), vectorizer.clone(), huge).unwrap_err(), InvalidModel::BadWeight);
+        assert_eq!(Model::new(meta(), labels.clone(), vectorizer(), huge).unwrap_err(), InvalidModel::BadWeight);
         let layer = LinearLayer { weights: Array2::zeros((1, 2)), intercept: Array1::zeros(2) };
         let future = ModelMeta { trained_at: u64::MAX, ..meta() };
         assert_eq!(
-            Model::new(future, labels.clone(), vectorizer.clone(), layer).unwrap_err(),
+            Model::new(future, labels.clone(), vectorizer(), layer).unwrap_err(),
             InvalidModel::BadTimestamp(u64::MAX)
         );
         let layer = LinearLayer { weights: Array2::zeros((1, 2)), intercept: Array1::zeros(2) };
         let twice = vec!["x".to_string(), "x".to_string()];
-        assert_eq!(Model::new(meta(), twice, vectorizer, layer).unwrap_err(), InvalidModel::BadLabel("x".into()));
+        assert_eq!(Model::new(meta(), twice, vectorizer(), layer).unwrap_err(), InvalidModel::BadLabel("x".into()));
     }
 }

@@ -56,7 +56,7 @@ impl SparseVector {
 }
 
 /// A fitted TF-IDF vectorizer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct TfIdf {
     settings: FeatureSettings,
     analyzer: Analyzer,

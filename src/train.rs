@@ -267,16 +267,16 @@ fn cross_validate(
         let rows: Vec<_> = texts.iter().map(|t| vectorizer.transform(t)).collect();
         let x = vectorizer.to_dense(&rows);
         drop(rows);
-        let mut out = Vec::with_capacity(held_out.len());
-        let mut per_candidate = Vec::with_capacity(candidates.len());
-        for candidate in candidates {
-            let layer = candidate.fit(&x, &fold_targets, labels.len())?;
-            per_candidate.push(Model::new(ModelMeta::placeholder(), labels.to_vec(), vectorizer.clone(), layer)?);
-        }
-        for i in held_out {
-            out.push((i, per_candidate.iter().map(|m| m.predict(&documents[i].text)).collect()));
-        }
-        Ok(out)
+        let layers =
+            candidates.iter().map(|c| c.fit(&x, &fold_targets, labels.len())).collect::<Result<Vec<_>, _>>()?;
+        // Each held-out document is featurized once and scored by every candidate.
+        Ok(held_out
+            .into_iter()
+            .map(|i| {
+                let features = vectorizer.transform(&documents[i].text);
+                (i, layers.iter().map(|layer| layer.predict(&features)).collect())
+            })
+            .collect())
     };
 
     // Folds are independent: spread them over the cores, each worker taking the next fold.
