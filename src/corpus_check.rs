@@ -8,7 +8,7 @@ use std::fmt;
 use rustc_hash::FxHashMap;
 
 use crate::corpus::Document;
-use crate::evaluate::NONE;
+use crate::model::NONE;
 use crate::{lang, text};
 
 /// Words per shingle for near-duplicate detection.

@@ -14,8 +14,7 @@ use crate::corpus::Document;
 use crate::metrics::{Metrics, Outcome};
 use crate::model::Model;
 
-/// The label of out-of-scope documents.
-pub const NONE: &str = "none";
+use crate::model::NONE;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Evaluation {

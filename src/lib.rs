@@ -4,20 +4,30 @@
 //! The pipeline flows one way through one module per stage:
 //! [`text`] → [`analyzer`] → [`tfidf`] → [`model`] (stored by [`model_file`]), trained
 //! offline by [`train`] with a [`classifier`] from a [`corpus`] and scored with
-//! [`metrics`]; [`lang`] names the language of what it reads. [`service`] and [`server`]
-//! put it behind gRPC; the `topics` binary is a thin shell over all of this.
+//! [`metrics`]; [`lang`] names the language of what it reads. [`classify`] gives the
+//! whole answer for a text: its label, the topics its [`segment`]s cover, and the terms
+//! that [`explain`] it. [`service`] and [`server`] put it behind gRPC, with a hot-swappable
+//! model ([`reload`]), API keys ([`auth`]) and metrics and traces ([`telemetry`], [`otel`]); the `topics`
+//! binary is a thin shell over all of this.
 
 pub mod analyzer;
+pub mod auth;
 pub mod classifier;
+pub mod classify;
 pub mod corpus;
 pub mod corpus_check;
 pub mod evaluate;
+pub mod explain;
 pub mod lang;
 pub mod metrics;
 pub mod model;
 pub mod model_file;
+pub mod otel;
+pub mod reload;
+pub mod segment;
 pub mod server;
 pub mod service;
+pub mod telemetry;
 pub mod text;
 pub mod tfidf;
 pub mod train;

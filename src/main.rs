@@ -10,17 +10,26 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::net::TcpListener;
 use topics::analyzer::{AnalyzerSettings, Stemming};
+use topics::auth::ApiKeys;
 use topics::classifier::{ClassifierSettings, DEFAULT_MAX_ITERATIONS};
+use topics::classify::Options;
 use topics::corpus::Corpus;
 use topics::corpus_check::{CheckSettings, check};
 use topics::evaluate::evaluate;
-use topics::server::{ServerConfig, serve};
-use topics::service::Limits;
+use topics::otel;
+use topics::reload::ServedModel;
+use topics::server::{ServerConfig, TlsIdentity, serve};
+use topics::service::{Limits, reload};
+use topics::telemetry::{Telemetry, serve_metrics};
 use topics::tfidf::FeatureSettings;
 use topics::train::{TrainSettings, train_selecting};
-use topics::{Model, model_file};
+use topics::{Model, Prediction, model_file};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 const DEFAULT_MODEL: &str = "models/topics.model";
 
@@ -31,8 +40,17 @@ const DEFAULT_MODEL: &str = "models/topics.model";
     about = "News-topic classifier (diplomacy, security, humanitarian, none) for Arabic and English"
 )]
 struct Cli {
+    /// Log lines as text for people or as JSON objects for log collectors.
+    #[arg(long, global = true, env = "TOPICS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -99,6 +117,36 @@ struct ServeArgs {
     /// Seconds shutdown waits for open calls before stopping anyway.
     #[arg(long, env = "TOPICS_SHUTDOWN_GRACE", default_value_t = ServerConfig::default().shutdown_grace.as_secs())]
     shutdown_grace: u64,
+    /// Classification calls served at once; more get RESOURCE_EXHAUSTED at once.
+    #[arg(long, env = "TOPICS_MAX_CONCURRENT_REQUESTS", default_value_t = Limits::default().max_concurrent_requests)]
+    max_concurrent_requests: usize,
+    /// Longest a unary call may run (e.g. "30s", "500ms"), whatever deadline the client set.
+    #[arg(long, env = "TOPICS_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    request_timeout: Duration,
+    /// Close connections older than this (e.g. "5m") once their calls end, so that clients
+    /// reconnect and spread over new replicas. Unlimited when unset.
+    #[arg(long, env = "TOPICS_MAX_CONNECTION_AGE", value_parser = humantime::parse_duration)]
+    max_connection_age: Option<Duration>,
+    /// How long health reports NOT_SERVING before shutdown stops accepting connections.
+    #[arg(long, env = "TOPICS_DRAIN_DELAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    drain_delay: Duration,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics.
+    #[arg(long, env = "TOPICS_METRICS_ADDR")]
+    metrics_addr: Option<SocketAddr>,
+    /// PEM certificate chain: serve over TLS (needs --tls-key).
+    #[arg(long, env = "TOPICS_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "TOPICS_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// File of API keys, one per line: every call but health checks must then send
+    /// `authorization: Bearer <key>`.
+    #[arg(long, env = "TOPICS_API_KEY_FILE")]
+    api_key_file: Option<PathBuf>,
+    /// Send request spans over OTLP/gRPC to this collector (e.g. http://otel-collector:4317),
+    /// joined to the caller's trace when calls carry a W3C `traceparent`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 #[derive(Args)]
@@ -199,13 +247,23 @@ struct ClassifyArgs {
     file: Option<PathBuf>,
     /// The text to classify; "-" reads standard input.
     text: Option<String>,
+    /// Also classify each paragraph (or group of sentences).
+    #[arg(long)]
+    segments: bool,
+    /// Also list the N terms that pushed the decision most.
+    #[arg(long, default_value_t = 0)]
+    explain: usize,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_tracing();
+    if let Command::Serve(args) = cli.command {
+        // Serving sets up logging itself: OpenTelemetry export needs its runtime.
+        return run_serve(args, cli.log_format);
+    }
+    init_tracing(cli.log_format, None);
     match cli.command {
-        Command::Serve(args) => run_serve(args),
+        Command::Serve(_) => unreachable!("handled above"),
         Command::Train(args) => run_train(args),
         Command::Classify(args) => run_classify(args),
         Command::Evaluate(args) => run_evaluate(args),
@@ -213,7 +271,9 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-fn init_tracing() {
+/// Logs to standard error (as text or JSON), filtered by `TOPICS_LOG`, and sends spans
+/// to `otel` when given.
+fn init_tracing(format: LogFormat, otel: Option<&SdkTracerProvider>) {
     let (filter, bad_filter) = match std::env::var("TOPICS_LOG") {
         Ok(spec) => match tracing_subscriber::EnvFilter::try_new(&spec) {
             Ok(filter) => (filter, None),
@@ -221,11 +281,13 @@ fn init_tracing() {
         },
         Err(_) => (tracing_subscriber::EnvFilter::new("info"), None),
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+    let output = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let output = match format {
+        LogFormat::Text => output.with_ansi(std::io::stderr().is_terminal()).boxed(),
+        // One object a line, with the request span's fields, for log collectors.
+        LogFormat::Json => output.json().with_current_span(true).with_span_list(false).boxed(),
+    };
+    tracing_subscriber::registry().with(filter).with(output).with(otel.map(otel::layer)).init();
     if let Some(problem) = bad_filter {
         tracing::warn!("ignoring TOPICS_LOG {problem}; logging at info");
     }
@@ -235,33 +297,104 @@ fn load_model(path: &Path) -> anyhow::Result<Model> {
     model_file::load(path).with_context(|| format!("cannot load model {}", path.display()))
 }
 
-fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
+fn run_serve(args: ServeArgs, log_format: LogFormat) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let otel = {
+        let _runtime = runtime.enter();
+        args.otlp_endpoint.as_deref().map(otel::tracer_provider).transpose()?
+    };
+    init_tracing(log_format, otel.as_ref());
+    let served = serve_until_stopped(args, &runtime);
+    if let Some(provider) = otel {
+        // Sends the last batch of spans.
+        if let Err(error) = provider.shutdown() {
+            tracing::warn!(%error, "OpenTelemetry export did not shut down cleanly");
+        }
+    }
+    served
+}
+
+fn serve_until_stopped(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsIdentity {
+            certificate_pem: std::fs::read(cert).with_context(|| format!("cannot read {}", cert.display()))?,
+            private_key_pem: std::fs::read(key).with_context(|| format!("cannot read {}", key.display()))?,
+        }),
+        _ => None,
+    };
+    let api_keys = args.api_key_file.as_deref().map(ApiKeys::load).transpose()?.map(Arc::new);
     let config = ServerConfig {
-        limits: Limits { max_text_bytes: args.max_text_bytes, max_batch: args.max_batch },
+        limits: Limits {
+            max_text_bytes: args.max_text_bytes,
+            max_batch: args.max_batch,
+            max_concurrent_requests: args.max_concurrent_requests,
+            request_timeout: Some(args.request_timeout),
+        },
         max_message_bytes: args.max_message_bytes,
         shutdown_grace: Duration::from_secs(args.shutdown_grace),
+        drain_delay: args.drain_delay,
+        max_connection_age: args.max_connection_age,
+        tls,
+        api_keys,
     };
     config.validate()?;
     let started = Instant::now();
     let model = load_model(&args.model)?;
     let load_time = started.elapsed();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = TcpListener::bind(args.addr).await.with_context(|| format!("cannot listen on {}", args.addr))?;
         let addr = listener.local_addr()?;
+        let telemetry = Telemetry::new();
+        if let Some(metrics_addr) = args.metrics_addr {
+            let metrics_listener = TcpListener::bind(metrics_addr)
+                .await
+                .with_context(|| format!("cannot listen for metrics on {metrics_addr}"))?;
+            let metrics_addr = metrics_listener.local_addr()?;
+            tracing::info!(metrics_addr = %metrics_addr, "serving Prometheus metrics at /metrics");
+            tokio::spawn(serve_metrics(metrics_listener, telemetry.clone(), std::future::pending()));
+        }
         tracing::info!(
             %addr,
             model = %args.model.display(),
             model_version = %model.meta().version,
             labels = ?model.labels(),
             load_ms = format_args!("{:.1}", load_time.as_secs_f64() * 1e3),
+            tls = config.tls.is_some(),
+            api_keys = config.api_keys.as_ref().map_or(0, |k| k.len()),
             "serving topics.v1.TopicClassifier"
         );
-        serve(listener, Arc::new(model), config, shutdown_signal()).await?;
+        let served = Arc::new(ServedModel::new(Arc::new(model), args.model.clone()));
+        tokio::spawn(reload_on_sighup(Arc::clone(&served), telemetry.clone()));
+        serve(listener, served, telemetry, config, shutdown_signal()).await?;
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Reloads the model from its current path on every SIGHUP; a bad file is logged and
+/// the old model keeps serving.
+async fn reload_on_sighup(served: Arc<ServedModel>, telemetry: Telemetry) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGHUP; reload through the ReloadModel call instead");
+                return;
+            }
+        };
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the model");
+            // The outcome is logged by `reload`; a refused file changes nothing.
+            let _ = reload(&served, &telemetry, None).await;
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (served, telemetry);
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM (the signal Kubernetes sends before it kills a pod).
@@ -390,12 +523,25 @@ fn run_classify(args: ClassifyArgs) -> anyhow::Result<()> {
         bail!("the text is empty or only white space");
     }
     let model = load_model(&args.model)?;
-    let prediction = model.predict(&text);
+    let answer = model.classify(&text, Options { segments: args.segments, explain: args.explain });
     let labels = model.labels();
+    let scores = |p: &Prediction| {
+        p.ranked
+            .iter()
+            .map(|&(l, score)| serde_json::json!({"label": labels[l], "score": rounded(score)}))
+            .collect::<Vec<_>>()
+    };
     let answer = serde_json::json!({
-        "label": labels[prediction.top()],
-        "scores": prediction.ranked.iter().map(|&(l, score)| serde_json::json!({"label": labels[l], "score": rounded(score)})).collect::<Vec<_>>(),
+        "label": labels[answer.prediction.top()],
+        "scores": scores(&answer.prediction),
+        "labels": answer.labels.iter().map(|&l| &labels[l]).collect::<Vec<_>>(),
         "language": topics::lang::detect(&text),
+        "segments": answer.segments.iter().map(|s| serde_json::json!({
+            "start": s.range.start, "end": s.range.end, "label": labels[s.prediction.top()], "scores": scores(&s.prediction),
+        })).collect::<Vec<_>>(),
+        "explanation": answer.explanation.iter().map(|c| serde_json::json!({
+            "term": c.term, "label": labels[c.label], "weight": rounded(c.weight),
+        })).collect::<Vec<_>>(),
         "model_version": model.meta().version,
     });
     println!("{}", serde_json::to_string_pretty(&answer)?);

@@ -11,6 +11,9 @@ use crate::metrics::Metrics;
 use crate::tfidf::{SparseVector, TfIdf};
 use crate::train::{Candidate, TrainSettings};
 
+/// The label of out-of-scope documents: news about none of the topics.
+pub const NONE: &str = "none";
+
 /// Everything an operator wants to know about where a model came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -214,6 +217,28 @@ pub(crate) mod tests {
 
     pub(crate) fn meta() -> ModelMeta {
         ModelMeta { version: "test".into(), classifier: "logistic_regression".into(), ..ModelMeta::placeholder() }
+    }
+
+    /// Four labels like the real model's, one telling word or two each.
+    pub(crate) fn four_label_model() -> Model {
+        let terms = ["attacked", "camp", "football", "talked", "troops"];
+        let vectorizer = TfIdf::from_parts(
+            crate::tfidf::tests::words(1),
+            terms.iter().map(|t| t.to_string()).collect(),
+            vec![1.0; terms.len()],
+        )
+        .unwrap();
+        // Columns: diplomacy, humanitarian, none, security.
+        let weights = array![
+            [-1.0, -1.0, -1.0, 3.0],
+            [-1.0, 3.0, -1.0, -1.0],
+            [-1.0, -1.0, 3.0, -1.0],
+            [3.0, -1.0, -1.0, -1.0],
+            [-1.0, -1.0, -1.0, 3.0]
+        ];
+        let layer = LinearLayer { weights, intercept: Array1::zeros(4) };
+        let labels = ["diplomacy", "humanitarian", "none", "security"].map(String::from).to_vec();
+        Model::new(meta(), labels, vectorizer, layer).unwrap()
     }
 
     fn two_word_model() -> Model {

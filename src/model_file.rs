@@ -133,7 +133,12 @@ pub fn decode(bytes: &[u8]) -> Result<Model, ModelFileError> {
 
 /// Reads and validates a model file.
 pub fn load(path: &Path) -> Result<Model, ModelFileError> {
-    let bytes = std::fs::read(path).map_err(|source| ModelFileError::Read { path: path.to_owned(), source })?;
+    let read_error = |source| ModelFileError::Read { path: path.to_owned(), source };
+    // A device or a pipe (a reload asked for /dev/zero) could be read forever.
+    if !std::fs::metadata(path).map_err(read_error)?.is_file() {
+        return Err(read_error(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
+    }
+    let bytes = std::fs::read(path).map_err(read_error)?;
     decode(&bytes)
 }
 
@@ -240,5 +245,7 @@ mod tests {
         assert_eq!(load(&path).unwrap().labels(), model().labels());
         let missing = load(&dir.path().join("absent.model")).unwrap_err();
         assert!(missing.to_string().contains("absent.model"), "{missing}");
+        let directory = load(dir.path()).unwrap_err();
+        assert!(directory.to_string().contains("not a regular file"), "{directory}");
     }
 }

@@ -1,5 +1,5 @@
 //! The gRPC server: the classifier service beside the standard health and reflection
-//! services, with graceful shutdown.
+//! services, with TLS, API keys, connection limits and graceful shutdown.
 //!
 //! Health reports SERVING for "" and for `topics.v1.TopicClassifier` only once a model
 //! is loaded (the server is never started without one), and NOT_SERVING as soon as
@@ -11,18 +11,26 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tonic::transport::Server;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
-use crate::model::Model;
+use crate::auth::{ApiKeys, Authorize};
 use crate::proto::topic_classifier_server::TopicClassifierServer;
-use crate::service::{ClassifierService, Limits};
+use crate::reload::ServedModel;
+use crate::service::{Arrival, ClassifierService, Limits};
+use crate::telemetry::Telemetry;
 
 /// The fully-qualified name clients and probes use for our service.
 pub const SERVICE_NAME: &str = "topics.v1.TopicClassifier";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How often an idle connection is pinged, and how long a ping may go unanswered, so that
+/// connections to vanished clients (a pod killed, a NAT entry dropped) are closed.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(60);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub limits: Limits,
     /// Largest gRPC message accepted or sent, in bytes. Must exceed `limits.max_text_bytes`
@@ -32,11 +40,42 @@ pub struct ServerConfig {
     /// How long shutdown waits for open calls (a stuck client, an endless health watch)
     /// before the server stops anyway.
     pub shutdown_grace: Duration,
+    /// How long health reports NOT_SERVING before the listener closes, so that load
+    /// balancers and Kubernetes readiness probes see it and stop sending new calls.
+    pub drain_delay: Duration,
+    /// Connections older than this are asked to close (GOAWAY) once their calls end, so that
+    /// long-lived clients reconnect and spread over replicas added since.
+    pub max_connection_age: Option<Duration>,
+    /// PEM certificate chain and private key; plaintext when absent.
+    pub tls: Option<TlsIdentity>,
+    /// When set, every call but health checks needs one of these keys.
+    pub api_keys: Option<Arc<ApiKeys>>,
+}
+
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub certificate_pem: Vec<u8>,
+    pub private_key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("TlsIdentity").finish_non_exhaustive()
+    }
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
-        Self { limits: Limits::default(), max_message_bytes: 16 << 20, shutdown_grace: Duration::from_secs(20) }
+        Self {
+            limits: Limits::default(),
+            max_message_bytes: 16 << 20,
+            shutdown_grace: Duration::from_secs(20),
+            drain_delay: Duration::ZERO,
+            max_connection_age: None,
+            tls: None,
+            api_keys: None,
+        }
     }
 }
 
@@ -47,10 +86,14 @@ impl ServerConfig {
     /// Refuses limits that would reject every request, or that would let the transport
     /// refuse a valid text before our own check can explain why.
     pub fn validate(&self) -> Result<(), ServeError> {
-        if self.limits.max_text_bytes == 0 || self.limits.max_batch == 0 {
+        let limits = &self.limits;
+        if limits.max_text_bytes == 0 || limits.max_batch == 0 || limits.max_concurrent_requests == 0 {
             return Err(ServeError::ZeroLimit);
         }
-        let needed = self.limits.max_text_bytes.saturating_add(MESSAGE_OVERHEAD_BYTES);
+        if limits.request_timeout == Some(Duration::ZERO) || self.max_connection_age == Some(Duration::ZERO) {
+            return Err(ServeError::ZeroDuration);
+        }
+        let needed = limits.max_text_bytes.saturating_add(MESSAGE_OVERHEAD_BYTES);
         if self.max_message_bytes < needed {
             return Err(ServeError::MessageLimitTooSmall { message: self.max_message_bytes, needed });
         }
@@ -60,8 +103,10 @@ impl ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("the text and batch limits must be at least 1")]
+    #[error("the text, batch and concurrency limits must be at least 1")]
     ZeroLimit,
+    #[error("the request timeout and the connection age must be longer than zero")]
+    ZeroDuration,
     #[error(
         "max message size ({message} bytes) must be at least the text limit plus {MESSAGE_OVERHEAD_BYTES} bytes ({needed})"
     )]
@@ -78,42 +123,68 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
 }
 
-/// Serves `model` on `listener` until `shutdown` resolves, then stops accepting
-/// connections and returns once in-flight calls have finished, or once
-/// `config.shutdown_grace` has passed.
+/// Serves the model in `served` on `listener` until `shutdown` resolves, then reports
+/// NOT_SERVING, waits `config.drain_delay`, stops accepting connections and returns once
+/// in-flight calls have finished, or once `config.shutdown_grace` has passed.
 pub async fn serve(
     listener: TcpListener,
-    model: Arc<Model>,
+    served: Arc<ServedModel>,
+    telemetry: Telemetry,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     config.validate()?;
+    telemetry.set_model(&served.current().meta().version);
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_service_status("", ServingStatus::Serving).await;
     health_reporter.set_service_status(SERVICE_NAME, ServingStatus::Serving).await;
 
-    // grpcurl and older tools ask v1alpha, newer ones v1: serve both.
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    let classifier = TopicClassifierServer::new(ClassifierService::new(model, config.limits))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    // grpcurl and older tools ask v1alpha, newer ones v1: serve both. Reflection shows
+    // the API, so it is behind the keys too; health stays open for probes.
+    let authorize = Authorize::new(config.api_keys.clone());
+    let reflection_v1 = InterceptedService::new(reflection().build_v1()?, authorize.clone());
+    let reflection_v1alpha = InterceptedService::new(reflection().build_v1alpha()?, authorize.clone());
+    let classifier = InterceptedService::new(
+        TopicClassifierServer::new(ClassifierService::new(served, config.limits, telemetry.clone()))
+            .max_decoding_message_size(config.max_message_bytes)
+            .max_encoding_message_size(config.max_message_bytes),
+        authorize,
+    );
 
     let shutdown_started = Arc::new(Notify::new());
     let draining = {
         let shutdown_started = Arc::clone(&shutdown_started);
+        let drain_delay = config.drain_delay;
         async move {
             shutdown.await;
-            tracing::info!("shutting down: health is NOT_SERVING, finishing in-flight calls");
+            tracing::info!(
+                drain_delay_s = drain_delay.as_secs_f64(),
+                "shutting down: health is NOT_SERVING, finishing in-flight calls"
+            );
             health_reporter.set_service_status("", ServingStatus::NotServing).await;
             health_reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+            tokio::time::sleep(drain_delay).await;
             shutdown_started.notify_one();
         }
     };
 
-    let server = Server::builder()
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+    if let Some(age) = config.max_connection_age {
+        // No max_connection_age_grace: in tonic 0.14 setting one replaces the GOAWAY at
+        // `age` with an abrupt close at `age + grace`, cutting calls in flight. Without it
+        // the connection gets GOAWAY at `age` and closes once its calls are done.
+        builder = builder.max_connection_age(age);
+    }
+    if let Some(tls) = &config.tls {
+        let identity = Identity::from_pem(&tls.certificate_pem, &tls.private_key_pem);
+        builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
+    }
+    let server = builder
+        .layer(tower::util::MapRequestLayer::new(stamp_arrival))
+        .layer(telemetry.layer())
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -130,4 +201,11 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// Runs first, before the transport starts timing the call's deadline, so that our own
+/// deadline is never later than the transport's and the client gets DEADLINE_EXCEEDED.
+fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
+    request.extensions_mut().insert(Arrival(tokio::time::Instant::now()));
+    request
 }

@@ -50,7 +50,7 @@ fn fold_simple(c: char) -> Folded {
 
 /// Zero-width and bidi control characters, the soft hyphen and the BOM: they change
 /// how text is laid out, never what it says.
-fn is_format_control(c: char) -> bool {
+pub fn is_format_control(c: char) -> bool {
     matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{061C}' | '\u{00AD}' | '\u{FEFF}')
 }
 

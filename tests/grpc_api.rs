@@ -14,10 +14,10 @@ use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use topics::proto::{ClassifyBatchRequest, ClassifyRequest, ClassifyResponse, GetModelInfoRequest};
+use topics::proto::{ClassifyBatchRequest, ClassifyOptions, ClassifyRequest, ClassifyResponse, GetModelInfoRequest};
 
 fn request(text: impl Into<String>, id: &str) -> ClassifyRequest {
-    ClassifyRequest { text: text.into(), id: id.into() }
+    ClassifyRequest { text: text.into(), id: id.into(), ..Default::default() }
 }
 
 fn assert_distribution(response: &ClassifyResponse) {
@@ -41,6 +41,82 @@ async fn the_seed_article_is_security() {
     assert_eq!(response.id, "kuna-seed");
     assert_eq!(response.language, "ar");
     assert_distribution(&response);
+}
+
+#[tokio::test]
+async fn the_seed_article_is_broken_down_by_paragraph_and_explained() {
+    let server = TestServer::start(&[]);
+    let mut client = server.client().await;
+    let text = seed_article();
+    let options = ClassifyOptions { top_k: 2, segments: true, explain: 12 };
+    let response = client
+        .classify(ClassifyRequest { options: Some(options), ..request(text.clone(), "seed") })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(response.label, "security");
+    assert_eq!(response.labels[0], "security", "dominant first: {:?}", response.labels);
+    for topic in ["diplomacy", "humanitarian"] {
+        assert!(response.labels.iter().any(|l| l == topic), "{topic} is covered too: {:?}", response.labels);
+    }
+    assert_eq!(response.scores.len(), 2, "top_k keeps the two best");
+    assert_eq!(response.scores[0].label, "security");
+
+    // One segment per paragraph, in order, with byte offsets that slice the text.
+    let paragraphs: Vec<&str> = text.lines().collect();
+    assert_eq!(response.segments.len(), paragraphs.len());
+    let mut previous_end = 0;
+    for (segment, paragraph) in response.segments.iter().zip(&paragraphs) {
+        let (start, end) = (segment.start as usize, segment.end as usize);
+        assert!(previous_end <= start && start < end && end <= text.len());
+        assert_eq!(text.get(start..end), Some(*paragraph), "offsets are UTF-8 byte offsets");
+        assert_eq!(segment.scores.len(), 2);
+        assert_eq!(segment.label, segment.scores[0].label);
+        previous_end = end;
+    }
+    let seeds = std::fs::read_to_string(repo_path("models/corpus/seed.jsonl")).unwrap();
+    for (segment, line) in response.segments.iter().zip(seeds.lines()) {
+        let document: topics::corpus::Document = serde_json::from_str(line).unwrap();
+        assert_eq!(segment.label, document.primary_label(), "{}", document.id);
+    }
+
+    // The explaining terms are words of the text, strongest first.
+    assert_eq!(response.explanation.len(), 12);
+    assert!(response.explanation.windows(2).all(|w| w[0].weight >= w[1].weight));
+    for term in &response.explanation {
+        assert!(text.contains(&term.term), "{:?} is written in the text", term.term);
+        assert!(term.weight > 0.0 && term.weight.is_finite());
+        assert!(["diplomacy", "humanitarian", "none", "security"].contains(&term.label.as_str()));
+    }
+    assert_eq!(response.explanation[0].label, "security");
+    assert!(response.explanation.iter().any(|t| t.term == "داعش"), "{:?}", response.explanation);
+
+    let info = client.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(response.model_version, info.version);
+}
+
+#[tokio::test]
+async fn options_default_to_the_plain_answer_and_a_language_hint_wins() {
+    let server = TestServer::start(&[]);
+    let mut client = server.client().await;
+    let plain = client.classify(request(seed_article(), "")).await.unwrap().into_inner();
+    assert_eq!(plain.scores.len(), 4);
+    assert!(plain.segments.is_empty() && plain.explanation.is_empty());
+    assert!(!plain.labels.is_empty() && !plain.model_version.is_empty());
+
+    let hinted = ClassifyRequest { language: "EN".into(), ..request(seed_article(), "") };
+    assert_eq!(client.classify(hinted).await.unwrap().into_inner().language, "en");
+    let bad = ClassifyRequest { language: "ar\n".into(), ..request(seed_article(), "") };
+    let status = client.classify(bad).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("language"), "{}", status.message());
+
+    // Asking for a huge explanation gets the server's cap, not an error.
+    let many = ClassifyOptions { explain: u32::MAX, top_k: 100, segments: false };
+    let capped = ClassifyRequest { options: Some(many), ..request(seed_article(), "") };
+    let response = client.classify(capped).await.unwrap().into_inner();
+    assert_eq!(response.explanation.len(), topics::explain::MAX_TERMS);
+    assert_eq!(response.scores.len(), 4);
 }
 
 #[tokio::test]
@@ -212,7 +288,7 @@ async fn reflection_describes_the_api_without_a_proto_file() {
     let descriptor = prost_types::FileDescriptorProto::decode(files.file_descriptor_proto[0].as_slice()).unwrap();
     assert_eq!(descriptor.package(), "topics.v1");
     let methods: Vec<&str> = descriptor.service[0].method.iter().map(|m| m.name()).collect();
-    assert_eq!(methods, ["Classify", "ClassifyBatch", "GetModelInfo"]);
+    assert_eq!(methods, ["Classify", "ClassifyBatch", "ClassifyStream", "GetModelInfo", "ReloadModel"]);
 }
 
 #[tokio::test]
@@ -284,4 +360,78 @@ async fn sigterm_drains_in_flight_calls_and_exits_zero() {
     let (status, log) = server.wait_for_exit(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0), "{log}");
     assert!(log.contains("shutting down"), "{log}");
+}
+
+#[tokio::test]
+async fn a_stream_is_answered_in_order() {
+    let server = TestServer::start(&[]);
+    let mut client = server.client().await;
+    let texts = [seed_article(), "Talks between the two foreign ministers resumed in Geneva.".to_string()];
+    let outbound = tokio_stream::iter((0..40).map(move |i| request(texts[i % 2].clone(), &format!("doc-{i}"))));
+    let mut answers = client.classify_stream(outbound).await.unwrap().into_inner();
+    let mut ids = Vec::new();
+    while let Some(answer) = answers.message().await.unwrap() {
+        assert_distribution(&answer);
+        assert!(!answer.model_version.is_empty());
+        ids.push(answer.id);
+    }
+    let expected: Vec<String> = (0..40).map(|i| format!("doc-{i}")).collect();
+    assert_eq!(ids, expected);
+}
+
+#[tokio::test]
+async fn a_bad_message_ends_the_stream_with_its_position() {
+    let server = TestServer::start(&[]);
+    let mut client = server.client().await;
+    let outbound = tokio_stream::iter(vec![request("first", "a"), request("second", "b"), request(" \u{3000} ", "c")]);
+    let mut answers = client.classify_stream(outbound).await.unwrap().into_inner();
+    assert_eq!(answers.message().await.unwrap().unwrap().id, "a");
+    assert_eq!(answers.message().await.unwrap().unwrap().id, "b");
+    let status = answers.message().await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(status.message(), "stream message 2: text is empty or only white space");
+    // The server goes on serving.
+    assert_eq!(client.classify(request(seed_article(), "")).await.unwrap().into_inner().label, "security");
+}
+
+#[tokio::test]
+async fn a_slow_reader_stops_the_server_reading_its_stream() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let server = TestServer::start(&[]);
+    let mut client = server.client().await;
+    const MESSAGES: usize = 5_000;
+    let pulled = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&pulled);
+    let text = seed_article();
+    // Big answers (every segment and a long explanation) fill the client's receive window quickly.
+    let options = ClassifyOptions { top_k: 0, segments: true, explain: 64 };
+    let outbound = tokio_stream::StreamExt::map(tokio_stream::iter(0..MESSAGES), move |i| {
+        counter.fetch_add(1, Ordering::Relaxed);
+        ClassifyRequest { options: Some(options), ..request(text.clone(), &i.to_string()) }
+    });
+    let mut answers = client.classify_stream(outbound).await.unwrap().into_inner();
+
+    // Read nothing until the client has stopped being able to send.
+    let mut last = usize::MAX;
+    let waiting = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = pulled.load(Ordering::Relaxed);
+        if now == last || waiting.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        last = now;
+    }
+    let stalled_at = pulled.load(Ordering::Relaxed);
+    assert!(stalled_at < MESSAGES / 2, "the client could send {stalled_at} of {MESSAGES} messages unread");
+
+    // Reading again lets the whole stream through, in order.
+    let mut received = 0;
+    while let Some(answer) = answers.message().await.unwrap() {
+        assert_eq!(answer.id, received.to_string());
+        received += 1;
+    }
+    assert_eq!(received, MESSAGES);
 }

@@ -1,0 +1,140 @@
+//! The whole answer for one article: its label and scores, every topic it substantially
+//! covers, and, when asked, its segments and the terms that explain the decision.
+
+use std::ops::Range;
+
+use crate::explain::{self, Contribution};
+use crate::model::NONE;
+use crate::model::{Model, Prediction};
+use crate::segment;
+
+/// A topic other than the dominant one is listed when the segments labeled with it make
+/// up at least this share of the text: a tenth of the article, one paragraph in ten.
+pub const COVERAGE_SHARE: f32 = 0.1;
+
+/// What to compute beyond the label and scores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Classify each segment and return them.
+    pub segments: bool,
+    /// How many explaining terms to return (capped at [`explain::MAX_TERMS`]).
+    pub explain: usize,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    /// Of the whole text.
+    pub prediction: Prediction,
+    /// Label indices: the dominant label first, then the other topics covered.
+    pub labels: Vec<usize>,
+    /// Empty unless asked for.
+    pub segments: Vec<SegmentPrediction>,
+    /// Empty unless asked for.
+    pub explanation: Vec<Contribution>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentPrediction {
+    /// Byte range in the text.
+    pub range: Range<usize>,
+    pub prediction: Prediction,
+}
+
+impl Model {
+    /// Classifies `text` as a whole and segment by segment.
+    pub fn classify(&self, text: &str, options: Options) -> Classification {
+        let features = self.vectorizer().transform(text);
+        let prediction = self.layer().predict(&features);
+        let ranges = segment::split(text);
+        let segments: Vec<SegmentPrediction> = match ranges.as_slice() {
+            // One segment is the whole text: no need to classify it twice.
+            [] | [_] => {
+                ranges.into_iter().map(|range| SegmentPrediction { range, prediction: prediction.clone() }).collect()
+            }
+            _ => ranges
+                .into_iter()
+                .map(|range| SegmentPrediction { prediction: self.predict(&text[range.clone()]), range })
+                .collect(),
+        };
+        let labels = self.covered_labels(&prediction, &segments);
+        let explanation = explain::explain(self, text, &features, options.explain);
+        Classification {
+            prediction,
+            labels,
+            segments: if options.segments { segments } else { Vec::new() },
+            explanation,
+        }
+    }
+
+    /// The dominant label, then every other topic whose segments make up at least
+    /// [`COVERAGE_SHARE`] of the text, largest share first. An out-of-scope article
+    /// covers no topic.
+    fn covered_labels(&self, prediction: &Prediction, segments: &[SegmentPrediction]) -> Vec<usize> {
+        let top = prediction.top();
+        let mut labels = vec![top];
+        if self.labels()[top] == NONE {
+            return labels;
+        }
+        let total: usize = segments.iter().map(|s| s.range.len()).sum();
+        if total == 0 {
+            return labels;
+        }
+        let mut share = vec![0.0f32; self.labels().len()];
+        for segment in segments {
+            share[segment.prediction.top()] += segment.range.len() as f32 / total as f32;
+        }
+        let mut others: Vec<usize> =
+            (0..share.len()).filter(|&l| l != top && self.labels()[l] != NONE && share[l] >= COVERAGE_SHARE).collect();
+        others.sort_by(|&a, &b| share[b].total_cmp(&share[a]).then(a.cmp(&b)));
+        labels.extend(others);
+        labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::four_label_model;
+
+    fn names(model: &Model, labels: &[usize]) -> Vec<String> {
+        labels.iter().map(|&l| model.labels()[l].clone()).collect()
+    }
+
+    #[test]
+    fn paragraphs_add_the_topics_they_cover() {
+        let model = four_label_model();
+        let text = "troops attacked troops attacked\ntroops attacked again\ncamp camp camp";
+        let answer = model.classify(text, Options { segments: true, explain: 3 });
+        assert_eq!(names(&model, &answer.labels), ["security", "humanitarian"]);
+        assert_eq!(answer.segments.len(), 3);
+        assert_eq!(&text[answer.segments[2].range.clone()], "camp camp camp");
+        assert_eq!(model.labels()[answer.segments[2].prediction.top()], "humanitarian");
+        assert_eq!(answer.explanation.len(), 3);
+        assert_eq!(model.labels()[answer.explanation[0].label], "security");
+    }
+
+    #[test]
+    fn a_passing_mention_is_not_a_topic() {
+        let model = four_label_model();
+        let text = format!("{}\ncamp", "troops attacked ".repeat(20));
+        let answer = model.classify(&text, Options::default());
+        assert_eq!(names(&model, &answer.labels), ["security"]);
+        assert!(answer.segments.is_empty() && answer.explanation.is_empty());
+    }
+
+    #[test]
+    fn out_of_scope_covers_no_topic() {
+        let model = four_label_model();
+        let answer = model.classify("football football\ntroops", Options::default());
+        assert_eq!(names(&model, &answer.labels), ["none"]);
+    }
+
+    #[test]
+    fn one_segment_reuses_the_whole_text_prediction() {
+        let model = four_label_model();
+        let answer = model.classify("talked", Options { segments: true, explain: 0 });
+        assert_eq!(answer.segments.len(), 1);
+        assert_eq!(answer.segments[0].prediction, answer.prediction);
+        assert_eq!(names(&model, &answer.labels), ["diplomacy"]);
+    }
+}

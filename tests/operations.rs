@@ -1,0 +1,383 @@
+//! What operators rely on, against the real binary: hot model reload, overload and
+//! deadlines, connection age, metrics and request logs, TLS and API keys.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{TestServer, grpc_frame, raw_grpc_call, repo_path, seed_article};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::Code;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use topics::proto::topic_classifier_client::TopicClassifierClient;
+use topics::proto::{ClassifyBatchRequest, ClassifyRequest, GetModelInfoRequest, ReloadModelRequest};
+
+fn request(text: impl Into<String>) -> ClassifyRequest {
+    ClassifyRequest { text: text.into(), ..Default::default() }
+}
+
+/// Trains a small model on the seed paragraphs only, with its own version, into `dir`.
+fn small_model(dir: &Path, version: &str) -> PathBuf {
+    let out = dir.join(format!("{version}.model"));
+    let status = Command::new(env!("CARGO_BIN_EXE_topics"))
+        .args(["train", "--folds", "0", "--min-df", "1", "--classifier", "logistic", "--alpha", "1"])
+        .args(["--model-version", version, "--corpus"])
+        .arg(repo_path("models/corpus/seed.jsonl"))
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("run topics train");
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    out
+}
+
+async fn version(client: &mut TopicClassifierClient<Channel>) -> String {
+    client.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner().version
+}
+
+#[tokio::test]
+async fn models_reload_by_call_and_by_sighup_without_dropping_a_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let served_path = dir.path().join("served.model");
+    std::fs::copy(repo_path("models/topics.model"), &served_path).unwrap();
+    let small = small_model(dir.path(), "small-v2");
+    let corrupt = dir.path().join("corrupt.model");
+    let mut bytes = std::fs::read(&small).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&corrupt, bytes).unwrap();
+
+    let server = TestServer::launch(&served_path, &[], "info");
+    let mut client = server.client().await;
+    let original = version(&mut client).await;
+
+    // Classify without pause while the model is swapped back and forth.
+    let mut load = server.client().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_load = std::sync::Arc::clone(&stop);
+    let traffic = tokio::spawn(async move {
+        let mut answered = std::collections::BTreeSet::new();
+        while !stop_load.load(std::sync::atomic::Ordering::Relaxed) {
+            let response = load.classify(request(seed_article())).await.expect("no request fails during reloads");
+            answered.insert(response.into_inner().model_version);
+        }
+        answered
+    });
+
+    let refused = client.reload_model(ReloadModelRequest { path: corrupt.display().to_string() }).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("checksum"), "{}", refused.message());
+    assert_eq!(version(&mut client).await, original, "a bad file leaves the old model serving");
+
+    let info = client.reload_model(ReloadModelRequest { path: small.display().to_string() }).await.unwrap();
+    assert_eq!(info.into_inner().version, "small-v2");
+    let answer = client.classify(request(seed_article())).await.unwrap().into_inner();
+    assert_eq!(answer.model_version, "small-v2");
+
+    // Empty path: the path now served, i.e. the small model again.
+    let info = client.reload_model(ReloadModelRequest::default()).await.unwrap().into_inner();
+    assert_eq!(info.version, "small-v2");
+
+    // SIGHUP reloads the path now served; overwrite it with the original first.
+    std::fs::copy(&served_path, &small).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("model reloaded", Duration::from_secs(20)).await;
+    let waiting = std::time::Instant::now();
+    while version(&mut client).await != original {
+        assert!(waiting.elapsed() < Duration::from_secs(20), "SIGHUP did not swap the model:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // A corrupt file behind SIGHUP is logged and refused.
+    std::fs::copy(&corrupt, &small).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("model reload refused", Duration::from_secs(20)).await;
+    assert_eq!(version(&mut client).await, original);
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let versions = traffic.await.unwrap();
+    assert!(versions.contains(&original), "{versions:?}");
+}
+
+#[tokio::test]
+async fn beyond_the_concurrency_limit_calls_are_refused_at_once() {
+    let server = TestServer::start(&["--max-concurrent-requests", "1"]);
+    let mut client = server.client().await;
+    // An open stream holds the only slot for as long as it lasts.
+    let (sender, outbound) = tokio::sync::mpsc::channel::<ClassifyRequest>(1);
+    let mut stream_client = server.client().await;
+    let mut answers = stream_client
+        .classify_stream(tokio_stream::wrappers::ReceiverStream::new(outbound))
+        .await
+        .unwrap()
+        .into_inner();
+    sender.send(request("first")).await.unwrap();
+    answers.message().await.unwrap().expect("the stream answers");
+
+    let started = std::time::Instant::now();
+    let refused = client.classify(request(seed_article())).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    assert!(refused.message().contains("limit of 1 concurrent"), "{}", refused.message());
+    assert!(started.elapsed() < Duration::from_secs(5), "refused at once, not queued");
+    // Health is not a classification call: probes pass while the server is full.
+    let mut health = HealthClient::new(server.channel().await);
+    let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(status.status(), ServingStatus::Serving);
+
+    drop(sender);
+    assert!(answers.message().await.unwrap().is_none());
+    // The slot is free again once the stream is over.
+    let waiting = std::time::Instant::now();
+    loop {
+        match client.classify(request(seed_article())).await {
+            Ok(answer) => break assert_eq!(answer.into_inner().label, "security"),
+            Err(status) if status.code() == Code::ResourceExhausted && waiting.elapsed() < Duration::from_secs(10) => {
+                tokio::time::sleep(Duration::from_millis(10)).await
+            }
+            Err(status) => panic!("{status}"),
+        }
+    }
+}
+
+/// A batch that takes a debug build far longer than the deadlines below.
+fn slow_batch() -> ClassifyBatchRequest {
+    let text = seed_article().repeat(6);
+    ClassifyBatchRequest { documents: (0..256).map(|_| request(text.clone())).collect() }
+}
+
+#[tokio::test]
+async fn deadlines_stop_the_work_and_say_deadline_exceeded() {
+    let server = TestServer::start_with_log(&["--request-timeout", "100ms"], "info,topics=debug");
+    let mut client = server.client().await;
+
+    // The server's own timeout.
+    let status = client.classify_batch(slow_batch()).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
+    server.wait_for_log("batch abandoned", Duration::from_secs(10)).await;
+
+    // The client's deadline, shorter than the server's. Sent over a bare HTTP/2 stream:
+    // tonic's own client would end the call on its side first, as CANCELLED. The batch is
+    // light to receive (2.4 MB) but slow to classify, so the deadline passes in our handler.
+    let text = seed_article().repeat(2);
+    let batch = ClassifyBatchRequest { documents: (0..256).map(|_| request(text.clone())).collect() };
+    let answer = raw_grpc_call(
+        server.addr,
+        "/topics.v1.TopicClassifier/ClassifyBatch",
+        &[("grpc-timeout", "50m")],
+        grpc_frame(&batch),
+    )
+    .await;
+    assert_eq!(answer.status.as_deref(), Some("4"), "DEADLINE_EXCEEDED: {answer:?}");
+
+    // Short calls still fit.
+    assert_eq!(client.classify(request(seed_article())).await.unwrap().into_inner().label, "security");
+}
+
+#[tokio::test]
+async fn old_connections_are_closed_so_clients_rebalance() {
+    let server = TestServer::start(&["--max-connection-age", "1s"]);
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (_client, connection) = h2::client::handshake(tcp).await.unwrap();
+    let opened = std::time::Instant::now();
+    // The connection future ends when the server sends GOAWAY and closes it.
+    let closed = tokio::time::timeout(Duration::from_secs(15), connection).await;
+    assert!(closed.is_ok(), "the connection was still open after 15 s:\n{}", server.log());
+    eprintln!("closed after {:?}: {closed:?}", opened.elapsed());
+
+    // A real client reconnects transparently.
+    let mut client = server.client().await;
+    for _ in 0..2 {
+        assert_eq!(client.classify(request(seed_article())).await.unwrap().into_inner().label, "security");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
+}
+
+async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_string(&mut response)).await.unwrap().unwrap();
+    response
+}
+
+/// The value of the sample `name{labels}` in a Prometheus text page, or 0.
+fn sample(page: &str, name_and_labels: &str) -> f64 {
+    page.lines()
+        .find_map(|line| line.strip_prefix(name_and_labels).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn metrics_count_calls_by_method_and_code_and_documents_by_label() {
+    let server = TestServer::launch(
+        &repo_path("models/topics.model"),
+        &["--metrics-addr", "127.0.0.1:0", "--log-format", "json"],
+        "info,topics=debug",
+    );
+    let mut client = server.client().await;
+    let mut call = tonic::Request::new(request(seed_article()));
+    call.metadata_mut().insert("x-request-id", "trace-me-42".parse().unwrap());
+    let answer = client.classify(call).await.unwrap();
+    assert_eq!(answer.metadata().get("x-request-id").and_then(|v| v.to_str().ok()), Some("trace-me-42"));
+    let generated = client.classify(request("Ministers met in Cairo.")).await.unwrap();
+    assert!(generated.metadata().get("x-request-id").is_some(), "an id is made up when none is sent");
+    assert_eq!(client.classify(request(" ")).await.unwrap_err().code(), Code::InvalidArgument);
+
+    let page = http_get(server.metrics_addr(), "/metrics").await;
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    let method = "method=\"topics.v1.TopicClassifier/Classify\"";
+    assert_eq!(sample(&page, &format!("topics_grpc_requests_total{{{method},code=\"OK\"}}")), 2.0, "{page}");
+    assert_eq!(sample(&page, &format!("topics_grpc_requests_total{{{method},code=\"INVALID_ARGUMENT\"}}")), 1.0);
+    assert!(sample(&page, "topics_documents_total{label=\"security\"}") >= 1.0, "{page}");
+    assert_eq!(sample(&page, "topics_grpc_requests_in_flight"), 0.0);
+    assert!(page.contains("topics_grpc_request_duration_seconds_bucket"), "{page}");
+    let info = client.get_model_info(GetModelInfoRequest {}).await.unwrap().into_inner();
+    assert_eq!(sample(&page, &format!("topics_model_info{{version=\"{}\"}}", info.version)), 1.0, "{page}");
+    assert!(http_get(server.metrics_addr(), "/nothing").await.starts_with("HTTP/1.1 404"));
+
+    // JSON log lines carry the request id of the call they belong to.
+    let log = server.log();
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "classified" && l["span"]["request_id"] == "trace-me-42");
+    assert!(line.is_some(), "no JSON log line of the call with its request id:\n{log}");
+}
+
+struct Tls {
+    _dir: tempfile::TempDir,
+    cert: PathBuf,
+    key: PathBuf,
+    keys: PathBuf,
+    ca: Certificate,
+}
+
+const API_KEY: &str = "test-key-a1b2c3d4e5f6";
+
+fn tls_and_keys() -> Tls {
+    let dir = tempfile::tempdir().unwrap();
+    let issued = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert = dir.path().join("server.crt");
+    let key = dir.path().join("server.key");
+    let keys = dir.path().join("api-keys");
+    std::fs::write(&cert, issued.cert.pem()).unwrap();
+    std::fs::write(&key, issued.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&keys, format!("# test keys\n{API_KEY}\nanother-key-0123456789\n")).unwrap();
+    Tls { ca: Certificate::from_pem(issued.cert.pem()), _dir: dir, cert, key, keys }
+}
+
+fn with_key<T>(message: T, key: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {key}").parse().unwrap());
+    request
+}
+
+#[tokio::test]
+async fn tls_and_api_keys_let_in_only_keyed_calls_but_keep_health_open() {
+    let tls = tls_and_keys();
+    let server = TestServer::start(&[
+        "--tls-cert",
+        tls.cert.to_str().unwrap(),
+        "--tls-key",
+        tls.key.to_str().unwrap(),
+        "--api-key-file",
+        tls.keys.to_str().unwrap(),
+    ]);
+    let channel = Channel::from_shared(format!("https://localhost:{}", server.addr.port()))
+        .unwrap()
+        .tls_config(ClientTlsConfig::new().ca_certificate(tls.ca.clone()).domain_name("localhost"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("TLS connection");
+    let mut client = TopicClassifierClient::new(channel.clone());
+
+    let answer = client.classify(with_key(request(seed_article()), API_KEY)).await.unwrap().into_inner();
+    assert_eq!(answer.label, "security");
+    let missing = client.classify(request(seed_article())).await.unwrap_err();
+    assert_eq!(missing.code(), Code::Unauthenticated);
+    let wrong = client.classify(with_key(request(seed_article()), "wrong-key-0123456789")).await.unwrap_err();
+    assert_eq!(wrong.code(), Code::Unauthenticated);
+    let reload = client.reload_model(ReloadModelRequest::default()).await.unwrap_err();
+    assert_eq!(reload.code(), Code::Unauthenticated, "reloading always needs a key");
+    let reload = client.reload_model(with_key(ReloadModelRequest::default(), API_KEY)).await.unwrap();
+    assert_eq!(reload.into_inner().version, answer.model_version);
+
+    let mut health = HealthClient::new(channel);
+    let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert_eq!(status.status(), ServingStatus::Serving, "probes need no key");
+
+    // Plaintext gRPC to a TLS port fails.
+    let plaintext = Channel::from_shared(server.endpoint()).unwrap().connect().await;
+    if let Ok(plaintext) = plaintext {
+        let status = TopicClassifierClient::new(plaintext).classify(with_key(request("text"), API_KEY)).await;
+        assert!(status.is_err(), "a plaintext call went through");
+    }
+
+    assert!(!server.log().contains(API_KEY), "the key reached the log");
+}
+
+/// A stand-in OpenTelemetry collector that keeps every span it is sent.
+#[derive(Clone, Default)]
+struct Collector(std::sync::Arc<std::sync::Mutex<Vec<opentelemetry_proto::tonic::trace::v1::Span>>>);
+
+#[tonic::async_trait]
+impl opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest>,
+    ) -> Result<
+        tonic::Response<opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse>,
+        tonic::Status,
+    > {
+        let spans = request.into_inner().resource_spans.into_iter().flat_map(|r| r.scope_spans).flat_map(|s| s.spans);
+        self.0.lock().unwrap().extend(spans);
+        Ok(tonic::Response::new(Default::default()))
+    }
+}
+
+// Multi-threaded: the collector must keep answering while this test waits for the server
+// to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_spans_reach_an_otlp_collector_inside_the_callers_trace() {
+    use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::TraceServiceServer;
+    let collector = Collector::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector_addr = listener.local_addr().unwrap();
+    let (stop_collector, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TraceServiceServer::new(collector.clone()))
+            .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async {
+                let _ = stopped.await;
+            }),
+    );
+
+    let endpoint = format!("http://{collector_addr}");
+    let server = TestServer::launch(&repo_path("models/topics.model"), &["--otlp-endpoint", &endpoint], "info");
+    let mut client = server.client().await;
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    let parent_id = "b7ad6b7169203331";
+    let mut call = tonic::Request::new(request(seed_article()));
+    call.metadata_mut().insert("traceparent", format!("00-{trace_id}-{parent_id}-01").parse().unwrap());
+    client.classify(call).await.unwrap();
+
+    // Shutdown sends the last batch.
+    server.signal("TERM");
+    let (status, log) = server.wait_for_exit(Duration::from_secs(30));
+    assert_eq!(status.code(), Some(0), "{log}");
+    let _ = stop_collector.send(());
+    serving.await.unwrap().unwrap();
+
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let spans = collector.0.lock().unwrap().clone();
+    let joined = spans.iter().find(|s| s.name == "request" && hex(&s.trace_id) == trace_id);
+    let joined = joined.unwrap_or_else(|| panic!("no request span in the caller's trace among {spans:?}\n{log}"));
+    assert_eq!(hex(&joined.parent_span_id), parent_id);
+}
