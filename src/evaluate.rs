@@ -10,11 +10,10 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::classify::{Classification, Options};
 use crate::corpus::Document;
 use crate::metrics::{Metrics, Outcome};
-use crate::model::Model;
-
-use crate::model::NONE;
+use crate::model::{Model, NONE};
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Evaluation {
@@ -41,6 +40,12 @@ pub struct MixedScores {
     pub primary_hit_rate: f64,
     /// Predicted label is one of the document's labels.
     pub any_hit_rate: f64,
+    /// Mean share of a mixed document's labels that the answer's `labels` list.
+    pub labels_recall: f64,
+    /// The answer's `labels` are exactly the document's, as a set.
+    pub labels_exact_rate: f64,
+    /// Single-label in-scope documents whose answer lists more than one topic.
+    pub single_extra_labels_rate: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -66,7 +71,9 @@ pub fn evaluate(model: &Model, documents: &[Document]) -> Evaluation {
         }
     }
     let index = |label: &str| labels.iter().position(|l| l == label).expect("every label was added");
-    let predicted: Vec<usize> = documents.iter().map(|d| model.predict(&d.text).top()).collect();
+    let answers: Vec<Classification> = documents.iter().map(|d| model.classify(&d.text, Options::default())).collect();
+    let predicted: Vec<usize> = answers.iter().map(|a| a.prediction.top()).collect();
+    let covered = |i: usize| -> Vec<&str> { answers[i].labels.iter().map(|&l| labels[l].as_str()).collect() };
     let outcome = |i: usize| Outcome {
         truth: index(documents[i].primary_label()),
         predicted: predicted[i],
@@ -103,6 +110,39 @@ pub fn evaluate(model: &Model, documents: &[Document]) -> Evaluation {
             mixed.iter().filter(|&&i| documents[i].labels.iter().any(|l| index(l) == predicted[i])).count(),
             mixed.len(),
         ),
+        labels_recall: if mixed.is_empty() {
+            0.0
+        } else {
+            mixed
+                .iter()
+                .map(|&i| {
+                    share(
+                        documents[i].labels.iter().filter(|l| covered(i).contains(&l.as_str())).count(),
+                        documents[i].labels.len(),
+                    )
+                })
+                .sum::<f64>()
+                / mixed.len() as f64
+        },
+        labels_exact_rate: share(
+            mixed
+                .iter()
+                .filter(|&&i| {
+                    let mut answer = covered(i);
+                    answer.sort_unstable();
+                    let mut truth: Vec<&str> = documents[i].labels.iter().map(String::as_str).collect();
+                    truth.sort_unstable();
+                    answer == truth
+                })
+                .count(),
+            mixed.len(),
+        ),
+        single_extra_labels_rate: {
+            let single_in_scope: Vec<usize> = (0..documents.len())
+                .filter(|&i| documents[i].labels.len() == 1 && documents[i].primary_label() != NONE)
+                .collect();
+            share(single_in_scope.iter().filter(|&&i| answers[i].labels.len() > 1).count(), single_in_scope.len())
+        },
     };
 
     let says_none = |i: usize| labels[predicted[i]] == NONE;
@@ -167,6 +207,12 @@ impl fmt::Display for Evaluation {
         )?;
         writeln!(
             f,
+            "== topics covered (`labels`): recall of mixed documents' labels {:.4}, exact set {:.4}; \
+             single-topic documents given extra topics {:.4}",
+            self.mixed.labels_recall, self.mixed.labels_exact_rate, self.mixed.single_extra_labels_rate
+        )?;
+        writeln!(
+            f,
             "== out of scope: {} documents, recall of \"none\" {:.4}; false \"none\" on {} in-scope documents {:.4}",
             self.out_of_scope.documents,
             self.out_of_scope.recall,
@@ -225,6 +271,10 @@ mod tests {
         assert_eq!(e.mixed.documents, 3);
         assert!((e.mixed.primary_hit_rate - 1.0 / 3.0).abs() < 1e-12);
         assert!((e.mixed.any_hit_rate - 2.0 / 3.0).abs() < 1e-12);
+        // One paragraph each, so one topic each: half of two mixed documents, none of the third.
+        assert!((e.mixed.labels_recall - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(e.mixed.labels_exact_rate, 0.0);
+        assert_eq!(e.mixed.single_extra_labels_rate, 0.0);
         assert_eq!(e.out_of_scope.documents, 2);
         assert!((e.out_of_scope.recall - 0.5).abs() < 1e-12);
         assert_eq!(e.out_of_scope.in_scope_documents, 6);
