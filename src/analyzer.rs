@@ -97,6 +97,37 @@ impl Analyzer {
     /// Calls `visit` with every term of `text` and the byte range of the surface text it
     /// came from. Buffers are reused; nothing is allocated per term.
     pub fn for_each_term(&self, text: &str, mut visit: impl FnMut(&str, Range<usize>)) {
+        let mut term = String::with_capacity(64);
+        let visit = std::cell::RefCell::new(&mut visit);
+        self.walk(
+            text,
+            |word_term, span| (visit.borrow_mut())(word_term, span),
+            |gram, span| {
+                term.clear();
+                term.push(CHAR_MARK);
+                term.extend(gram);
+                (visit.borrow_mut())(&term, span);
+            },
+        );
+    }
+
+    /// Like [`Analyzer::for_each_term`], but gives each term's [`term_hash`] instead of the
+    /// term: serving looks features up by hash, and never builds the character n-gram strings.
+    pub fn for_each_term_hash(&self, text: &str, mut visit: impl FnMut(u64, Range<usize>)) {
+        let visit = std::cell::RefCell::new(&mut visit);
+        self.walk(
+            text,
+            |word_term, span| (visit.borrow_mut())(term_hash(word_term), span),
+            |gram, span| {
+                let hash = gram.iter().fold(Fnv::new().char(CHAR_MARK), |h, &c| h.char(c));
+                (visit.borrow_mut())(hash.finish(), span);
+            },
+        );
+    }
+
+    /// The one walk over a text's terms: word n-grams go to `word`, character n-grams (as
+    /// their characters, without the mark) to `gram`.
+    fn walk(&self, text: &str, mut word: impl FnMut(&str, Range<usize>), mut gram: impl FnMut(&[char], Range<usize>)) {
         let max_ngram = usize::from(self.settings.max_ngram);
         // The previous kept words (stems) and their spans, oldest first.
         let mut window: Vec<(String, Range<usize>)> = Vec::with_capacity(max_ngram);
@@ -104,15 +135,15 @@ impl Analyzer {
         let mut stem = String::with_capacity(32);
         let mut chars: Vec<char> = Vec::with_capacity(32);
 
-        text::for_each_token(text, |word, span| {
+        text::for_each_token(text, |token, span| {
             if self.settings.char_ngrams != (0, 0) {
-                self.char_ngrams(word, &span, &mut chars, &mut term, &mut visit);
+                self.char_ngrams(token, &span, &mut chars, &mut gram);
             }
-            if self.stop_words.contains(word) {
+            if self.stop_words.contains(token) {
                 return;
             }
-            self.stem_into(word, &mut stem);
-            visit(&stem, span.clone());
+            self.stem_into(token, &mut stem);
+            word(&stem, span.clone());
             for n in 2..=max_ngram {
                 if window.len() + 1 < n {
                     break;
@@ -124,7 +155,7 @@ impl Analyzer {
                     term.push(' ');
                 }
                 term.push_str(&stem);
-                visit(&term, first[0].1.start..span.end);
+                word(&term, first[0].1.start..span.end);
             }
             if max_ngram > 1 {
                 if window.len() == max_ngram - 1 {
@@ -145,8 +176,7 @@ impl Analyzer {
         word: &str,
         span: &Range<usize>,
         chars: &mut Vec<char>,
-        term: &mut String,
-        visit: &mut impl FnMut(&str, Range<usize>),
+        visit: &mut impl FnMut(&[char], Range<usize>),
     ) {
         let (min, max) = (usize::from(self.settings.char_ngrams.0), usize::from(self.settings.char_ngrams.1));
         chars.clear();
@@ -159,10 +189,7 @@ impl Analyzer {
                 if n == 1 && (gram[0] == WORD_START || gram[0] == WORD_END) {
                     continue;
                 }
-                term.clear();
-                term.push(CHAR_MARK);
-                term.extend(gram);
-                visit(term, span.clone());
+                visit(gram, span.clone());
             }
         }
     }
@@ -176,6 +203,38 @@ impl Analyzer {
             (Stemming::Snowball, true) => out.push_str(&self.arabic_snowball.stem(word)),
             (_, false) => out.push_str(&self.english_snowball.stem(word)),
         }
+    }
+}
+
+/// FNV-1a (64-bit) of a term's UTF-8 bytes: how serving finds a term in the vocabulary.
+/// Two vocabulary terms with one hash are caught when the vocabulary is built; a text's
+/// unknown term hitting a vocabulary term's hash has a chance of about 1 in 10^14 per
+/// lookup, far below anything a classifier's error rate could show.
+pub fn term_hash(term: &str) -> u64 {
+    Fnv::new().bytes(term.as_bytes()).finish()
+}
+
+#[derive(Clone, Copy)]
+struct Fnv(u64);
+
+impl Fnv {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    fn new() -> Self {
+        Self(Self::OFFSET)
+    }
+
+    fn bytes(self, bytes: &[u8]) -> Self {
+        Self(bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(Self::PRIME)))
+    }
+
+    fn char(self, c: char) -> Self {
+        self.bytes(c.encode_utf8(&mut [0; 4]).as_bytes())
+    }
+
+    fn finish(self) -> u64 {
+        self.0
     }
 }
 
@@ -231,6 +290,23 @@ pub fn light_arabic_stem(word: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hashed_terms_are_the_terms_hashed() {
+        let text = "وأكد الوزير أن «التحالف الدولي» مستمر. The envoys met in Geneva, ٢٠٢٤ talks on aid.";
+        for settings in [
+            AnalyzerSettings::default(),
+            AnalyzerSettings { max_ngram: 3, char_ngrams: (1, 6), stemming: Stemming::Snowball, stop_words: false },
+        ] {
+            let analyzer = Analyzer::new(settings).unwrap();
+            let mut strings = Vec::new();
+            analyzer.for_each_term(text, |t, span| strings.push((term_hash(t), span)));
+            let mut hashes = Vec::new();
+            analyzer.for_each_term_hash(text, |h, span| hashes.push((h, span)));
+            assert_eq!(strings, hashes);
+            assert!(strings.len() > 100);
+        }
+    }
 
     fn terms(analyzer: &Analyzer, text: &str) -> Vec<String> {
         let mut out = Vec::new();

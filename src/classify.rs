@@ -41,23 +41,44 @@ pub struct SegmentPrediction {
 }
 
 impl Model {
-    /// Classifies `text` as a whole and segment by segment.
+    /// Classifies `text` as a whole and segment by segment. The text is read once: each
+    /// segment's features are the occurrences that lie wholly inside it, which is what
+    /// reading the segment alone would give.
     pub fn classify(&self, text: &str, options: Options) -> Classification {
-        let features = self.vectorizer().transform(text);
+        let mut occurrences: Vec<(u32, Range<usize>)> = Vec::new();
+        self.vectorizer().for_each_feature(text, |feature, span| occurrences.push((feature, span)));
+        let mut hits: Vec<u32> = occurrences.iter().map(|(feature, _)| *feature).collect();
+        let features = self.vectorizer().weigh(&mut hits);
         let prediction = self.layer().predict(&features);
+
         let ranges = segment::split(text);
         let segments: Vec<SegmentPrediction> = match ranges.as_slice() {
             // One segment is the whole text: no need to classify it twice.
             [] | [_] => {
                 ranges.into_iter().map(|range| SegmentPrediction { range, prediction: prediction.clone() }).collect()
             }
-            _ => ranges
-                .into_iter()
-                .map(|range| SegmentPrediction { prediction: self.predict(&text[range.clone()]), range })
-                .collect(),
+            _ => {
+                occurrences.sort_by_key(|(_, span)| span.start);
+                ranges
+                    .into_iter()
+                    .map(|range| {
+                        let first = occurrences.partition_point(|(_, span)| span.start < range.start);
+                        hits.clear();
+                        hits.extend(
+                            occurrences[first..]
+                                .iter()
+                                .take_while(|(_, span)| span.start < range.end)
+                                .filter(|(_, span)| span.end <= range.end)
+                                .map(|(feature, _)| *feature),
+                        );
+                        let prediction = self.layer().predict(&self.vectorizer().weigh(&mut hits));
+                        SegmentPrediction { range, prediction }
+                    })
+                    .collect()
+            }
         };
         let labels = self.covered_labels(&prediction, &segments);
-        let explanation = explain::explain(self, text, &features, options.explain);
+        let explanation = explain::explain(self, text, &occurrences, &features, options.explain);
         Classification {
             prediction,
             labels,
@@ -127,6 +148,22 @@ mod tests {
         let model = four_label_model();
         let answer = model.classify("football football\ntroops", Options::default());
         assert_eq!(names(&model, &answer.labels), ["none"]);
+    }
+
+    #[test]
+    fn a_segment_scores_as_if_read_alone() {
+        let model =
+            crate::model_file::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/topics.model"))
+                .unwrap();
+        let text = "Troops shelled the border town overnight, the army said.\n\
+                    Aid agencies said families fled to a camp without water.\n\
+                    The foreign minister called his counterpart to discuss a truce.";
+        let answer = model.classify(text, Options { segments: true, explain: 0 });
+        assert_eq!(answer.segments.len(), 3);
+        for segment in &answer.segments {
+            assert_eq!(segment.prediction, model.predict(&text[segment.range.clone()]));
+        }
+        assert_eq!(answer.prediction, model.predict(text));
     }
 
     #[test]

@@ -26,8 +26,15 @@ pub struct Contribution {
 }
 
 /// The (at most `n`, capped at [`MAX_TERMS`]) terms of `text` with the strongest positive
-/// push toward any label, strongest first. `features` must be `text`'s TF-IDF row.
-pub fn explain(model: &Model, text: &str, features: &SparseVector, n: usize) -> Vec<Contribution> {
+/// push toward any label, strongest first. `found` must be every feature occurrence of
+/// `text` with its span, and `features` its TF-IDF row.
+pub fn explain(
+    model: &Model,
+    text: &str,
+    found: &[(u32, Range<usize>)],
+    features: &SparseVector,
+    n: usize,
+) -> Vec<Contribution> {
     let n = n.min(MAX_TERMS);
     if n == 0 || features.is_empty() {
         return Vec::new();
@@ -35,7 +42,9 @@ pub fn explain(model: &Model, text: &str, features: &SparseVector, n: usize) -> 
     // Where each feature occurs; a feature found in several words is shared among them
     // by how often it occurs in each.
     let mut occurrences: FxHashMap<u32, Vec<Range<usize>>> = FxHashMap::default();
-    model.vectorizer().for_each_feature(text, |feature, span| occurrences.entry(feature).or_default().push(span));
+    for (feature, span) in found {
+        occurrences.entry(*feature).or_default().push(span.clone());
+    }
 
     let labels = model.labels().len();
     let weights = &model.layer().weights;
@@ -69,12 +78,17 @@ mod tests {
     use super::*;
     use crate::model::tests::four_label_model;
 
+    fn explain_text(model: &Model, text: &str, n: usize) -> Vec<Contribution> {
+        let mut found = Vec::new();
+        model.vectorizer().for_each_feature(text, |feature, span| found.push((feature, span)));
+        explain(model, text, &found, &model.vectorizer().transform(text), n)
+    }
+
     #[test]
     fn terms_are_surface_words_with_the_label_they_push() {
         let model = four_label_model();
         let text = "Troops attacked; envoys TALKED about troops.";
-        let features = model.vectorizer().transform(text);
-        let terms = explain(&model, text, &features, 10);
+        let terms = explain_text(&model, text, 10);
         let labels: Vec<(&str, &str)> =
             terms.iter().map(|c| (c.term.as_str(), model.labels()[c.label].as_str())).collect();
         assert!(labels.contains(&("Troops", "security")), "{labels:?}");
@@ -90,10 +104,9 @@ mod tests {
     fn asking_for_none_or_too_many_is_bounded() {
         let model = four_label_model();
         let text = "troops talked";
-        let features = model.vectorizer().transform(text);
-        assert!(explain(&model, text, &features, 0).is_empty());
-        assert!(explain(&model, text, &features, usize::MAX).len() <= MAX_TERMS);
+        assert!(explain_text(&model, text, 0).is_empty());
+        assert!(explain_text(&model, text, usize::MAX).len() <= MAX_TERMS);
         let unknown = "nothing known here";
-        assert!(explain(&model, unknown, &model.vectorizer().transform(unknown), 5).is_empty());
+        assert!(explain_text(&model, unknown, 5).is_empty());
     }
 }

@@ -41,6 +41,8 @@ fn fold_simple(c: char) -> Folded {
         'ک' => Folded::Letter('ك'),
         '\u{0660}'..='\u{0669}' => Folded::Letter(ascii_digit(c as u32 - 0x0660)),
         '\u{06F0}'..='\u{06F9}' => Folded::Letter(ascii_digit(c as u32 - 0x06F0)),
+        // The remaining Arabic letters, without a Unicode table lookup: most of a text.
+        '\u{0621}'..='\u{064A}' => Folded::Letter(c),
         c if c.is_alphanumeric() => Folded::Letter(c),
         // Combining accents that were not precomposed belong to the letter before them.
         c if is_combining_mark(c) => Folded::Invisible,
@@ -72,7 +74,9 @@ fn needs_compatibility_decomposition(c: char) -> bool {
 
 /// Calls `emit` with each folded character of `c`, lowercased.
 fn fold(c: char, emit: &mut impl FnMut(Folded)) {
-    if needs_compatibility_decomposition(c) {
+    if c.is_ascii() {
+        emit(if c.is_ascii_alphanumeric() { Folded::Letter(c.to_ascii_lowercase()) } else { Folded::Separator });
+    } else if needs_compatibility_decomposition(c) {
         decompose_compatible(c, |d| fold_lowercased(d, emit));
     } else {
         fold_lowercased(c, emit);
@@ -81,7 +85,8 @@ fn fold(c: char, emit: &mut impl FnMut(Folded)) {
 
 fn fold_lowercased(c: char, emit: &mut impl FnMut(Folded)) {
     match fold_simple(c) {
-        Folded::Letter(l) if l.is_uppercase() => {
+        // Arabic has no case: skip the Unicode table for it.
+        Folded::Letter(l) if !('\u{0600}'..='\u{06FF}').contains(&l) && l.is_uppercase() => {
             for lower in l.to_lowercase() {
                 emit(fold_simple(lower));
             }

@@ -15,7 +15,7 @@ use ndarray::Array2;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK};
+use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK, term_hash};
 
 /// How terms are extracted and weighted; stored in the model so that serving
 /// computes exactly what training did.
@@ -64,7 +64,8 @@ pub struct TfIdf {
     idf: Vec<f32>,
     /// Index of the first character n-gram; word n-grams come before it.
     first_char_feature: usize,
-    index: FxHashMap<String, u32>,
+    /// Feature index by [`term_hash`] of the term.
+    index: FxHashMap<u64, u32>,
 }
 
 /// Why a stored vectorizer cannot be used.
@@ -74,6 +75,8 @@ pub enum VectorizerError {
     LengthMismatch { terms: usize, idf: usize },
     #[error("vocabulary term {0:?} appears twice")]
     DuplicateTerm(String),
+    #[error("vocabulary terms {0:?} and {1:?} have the same hash; drop one (e.g. with a smaller --max-features)")]
+    HashCollision(String, String),
     #[error("vocabulary is not in canonical order at term {0:?}")]
     Unordered(String),
     #[error("idf weight of term {0:?} is not a positive finite number")]
@@ -158,7 +161,12 @@ impl TfIdf {
         idf: Vec<f32>,
     ) -> Result<Self, VectorizerError> {
         let first_char_feature = terms.partition_point(|t| !t.starts_with(CHAR_MARK));
-        let index = terms.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let mut index = FxHashMap::with_capacity_and_hasher(terms.len(), Default::default());
+        for (i, term) in terms.iter().enumerate() {
+            if let Some(other) = index.insert(term_hash(term), i as u32) {
+                return Err(VectorizerError::HashCollision(terms[other as usize].clone(), term.clone()));
+            }
+        }
         Ok(Self { settings, analyzer, terms, idf, first_char_feature, index })
     }
 
@@ -181,8 +189,8 @@ impl TfIdf {
     /// Calls `visit` with the feature index of every known term occurrence in `text`
     /// and the byte range of the surface text it came from.
     pub fn for_each_feature(&self, text: &str, mut visit: impl FnMut(u32, Range<usize>)) {
-        self.analyzer.for_each_term(text, |term, span| {
-            if let Some(&feature) = self.index.get(term) {
+        self.analyzer.for_each_term_hash(text, |hash, span| {
+            if let Some(&feature) = self.index.get(&hash) {
                 visit(feature, span);
             }
         });
@@ -193,11 +201,16 @@ impl TfIdf {
     pub fn transform(&self, text: &str) -> SparseVector {
         let mut hits: Vec<u32> = Vec::new();
         self.for_each_feature(text, |feature, _| hits.push(feature));
-        hits.sort_unstable();
+        self.weigh(&mut hits)
+    }
 
+    /// The TF-IDF row of a bag of feature occurrences, one entry per occurrence (sorted
+    /// in place): the row of any stretch of a text, from the text's occurrences alone.
+    pub fn weigh(&self, hits: &mut [u32]) -> SparseVector {
+        hits.sort_unstable();
         let mut vector =
             SparseVector { indices: Vec::with_capacity(hits.len()), values: Vec::with_capacity(hits.len()) };
-        let mut rest = hits.as_slice();
+        let mut rest = &*hits;
         while let Some(&feature) = rest.first() {
             let count = rest.iter().take_while(|&&f| f == feature).count();
             rest = &rest[count..];

@@ -155,24 +155,45 @@ async fn deadlines_stop_the_work_and_say_deadline_exceeded() {
     let server = TestServer::start_with_log(&["--request-timeout", "100ms"], "info,topics=debug");
     let mut client = server.client().await;
 
-    // The server's own timeout.
+    // The server's own timeout, counted from the call's arrival.
     let status = client.classify_batch(slow_batch()).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status}");
     server.wait_for_log("batch abandoned", Duration::from_secs(10)).await;
 
-    // The client's deadline, shorter than the server's. Sent over a bare HTTP/2 stream:
-    // tonic's own client would end the call on its side first, as CANCELLED. The batch is
-    // light to receive (2.4 MB) but slow to classify, so the deadline passes in our handler.
-    let text = seed_article().repeat(2);
-    let batch = ClassifyBatchRequest { documents: (0..256).map(|_| request(text.clone())).collect() };
+    // The client's deadline, shorter than the server's, sent over a bare HTTP/2 stream
+    // (tonic's own client would end the call on its side first). The transport also
+    // times the call until the handler answers, and says CANCELLED when it gets there
+    // first; either way the batch must stop.
+    let count = |needle: &str| server.log().matches(needle).count();
+    let (started_before, abandoned_before) = (count("classifying batch"), count("batch abandoned"));
     let answer = raw_grpc_call(
         server.addr,
         "/topics.v1.TopicClassifier/ClassifyBatch",
         &[("grpc-timeout", "50m")],
-        grpc_frame(&batch),
+        grpc_frame(&slow_batch()),
+        true,
+    )
+    .await;
+    assert!(matches!(answer.status.as_deref(), Some("4" | "1")), "DEADLINE_EXCEEDED or CANCELLED: {answer:?}");
+    // Cut before the handler ran, nothing started; otherwise what started was abandoned.
+    let waiting = std::time::Instant::now();
+    while count("classifying batch") - started_before != count("batch abandoned") - abandoned_before {
+        assert!(waiting.elapsed() < Duration::from_secs(10), "the batch went on after the deadline:\n{}", server.log());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A stream is bounded by the client's deadline alone: after answering what it was
+    // sent, it ends with DEADLINE_EXCEEDED when the deadline passes.
+    let answer = raw_grpc_call(
+        server.addr,
+        "/topics.v1.TopicClassifier/ClassifyStream",
+        &[("grpc-timeout", "300m")],
+        grpc_frame(&request("The ministers met in Rabat.")),
+        false,
     )
     .await;
     assert_eq!(answer.status.as_deref(), Some("4"), "DEADLINE_EXCEEDED: {answer:?}");
+    assert!(answer.body.len() > 5, "the message sent before the deadline was answered: {answer:?}");
 
     // Short calls still fit.
     assert_eq!(client.classify(request(seed_article())).await.unwrap().into_inner().label, "security");

@@ -197,8 +197,16 @@ pub fn grpc_frame(message: &impl prost::Message) -> Vec<u8> {
 }
 
 /// One gRPC call over a bare HTTP/2 stream with hand-made headers and body, for what a
-/// generated client would never send (or would enforce itself, like a deadline).
-pub async fn raw_grpc_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> RawAnswer {
+/// generated client would never send (or would enforce itself, like a deadline). With
+/// `close` false the request stays open after the body, as a client stream that has more
+/// to send.
+pub async fn raw_grpc_call(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+    close: bool,
+) -> RawAnswer {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let (client, connection) = h2::client::handshake(tcp).await.expect("HTTP/2 handshake");
     tokio::spawn(connection);
@@ -210,7 +218,7 @@ pub async fn raw_grpc_call(addr: SocketAddr, path: &str, headers: &[(&str, &str)
     }
     let mut client = client.ready().await.expect("HTTP/2 ready");
     let (response, mut send) = client.send_request(request.body(()).expect("request"), false).expect("send headers");
-    send.send_data(bytes::Bytes::from(body), true).expect("send body");
+    send.send_data(bytes::Bytes::from(body), close).expect("send body");
     let response = response.await.expect("response headers");
     let header = |map: &http::HeaderMap, name: &str| map.get(name).and_then(|v| v.to_str().ok()).map(String::from);
     let (head, mut body) = response.into_parts();
