@@ -102,11 +102,13 @@ impl Analyzer {
         self.walk(
             text,
             |word_term, span| (visit.borrow_mut())(word_term, span),
-            |gram, span| {
-                term.clear();
-                term.push(CHAR_MARK);
-                term.extend(gram);
-                (visit.borrow_mut())(&term, span);
+            |marked, span| {
+                for gram in self.grams(marked) {
+                    term.clear();
+                    term.push(CHAR_MARK);
+                    term.extend(gram);
+                    (visit.borrow_mut())(&term, span.clone());
+                }
             },
         );
     }
@@ -118,15 +120,12 @@ impl Analyzer {
         self.walk(
             text,
             |word_term, span| (visit.borrow_mut())(term_hash(word_term), span),
-            |gram, span| {
-                let hash = gram.iter().fold(Fnv::new().char(CHAR_MARK), |h, &c| h.char(c));
-                (visit.borrow_mut())(hash.finish(), span);
-            },
+            |marked, span| self.gram_hashes(marked, |hash| (visit.borrow_mut())(hash, span.clone())),
         );
     }
 
-    /// The one walk over a text's terms: word n-grams go to `word`, character n-grams (as
-    /// their characters, without the mark) to `gram`.
+    /// The one walk over a text's terms: word n-grams go to `word`; each word, between its
+    /// boundary marks, goes to `gram`, which makes its character n-grams.
     fn walk(&self, text: &str, mut word: impl FnMut(&str, Range<usize>), mut gram: impl FnMut(&[char], Range<usize>)) {
         let max_ngram = usize::from(self.settings.max_ngram);
         // The previous kept words (stems) and their spans, oldest first.
@@ -137,7 +136,8 @@ impl Analyzer {
 
         text::for_each_token(text, |token, span| {
             if self.settings.char_ngrams != (0, 0) {
-                self.char_ngrams(token, &span, &mut chars, &mut gram);
+                Self::mark_word(token, &mut chars);
+                gram(&chars, span.clone());
             }
             if self.stop_words.contains(token) {
                 return;
@@ -171,25 +171,34 @@ impl Analyzer {
         });
     }
 
-    fn char_ngrams(
-        &self,
-        word: &str,
-        span: &Range<usize>,
-        chars: &mut Vec<char>,
-        visit: &mut impl FnMut(&[char], Range<usize>),
-    ) {
-        let (min, max) = (usize::from(self.settings.char_ngrams.0), usize::from(self.settings.char_ngrams.1));
+    /// `word` between its boundary marks, as characters, in `chars`.
+    fn mark_word(word: &str, chars: &mut Vec<char>) {
         chars.clear();
         chars.push(WORD_START);
         chars.extend(word.chars());
         chars.push(WORD_END);
-        for n in min..=max.min(chars.len()) {
-            for gram in chars.windows(n) {
-                // A lone boundary mark says nothing about the word.
-                if n == 1 && (gram[0] == WORD_START || gram[0] == WORD_END) {
-                    continue;
+    }
+
+    /// The character n-grams of a marked word, shortest first.
+    fn grams<'a>(&self, marked: &'a [char]) -> impl Iterator<Item = &'a [char]> {
+        let (min, max) = (usize::from(self.settings.char_ngrams.0), usize::from(self.settings.char_ngrams.1));
+        (min..=max.min(marked.len()))
+            .flat_map(move |n| marked.windows(n))
+            // A lone boundary mark says nothing about the word.
+            .filter(|gram| !(gram.len() == 1 && (gram[0] == WORD_START || gram[0] == WORD_END)))
+    }
+
+    /// The hashes of the same n-grams as [`Analyzer::grams`], in another order: all the
+    /// grams starting at one character share the hash of their common prefix.
+    fn gram_hashes(&self, marked: &[char], mut visit: impl FnMut(u64)) {
+        let (min, max) = (usize::from(self.settings.char_ngrams.0), usize::from(self.settings.char_ngrams.1));
+        for start in 0..marked.len() {
+            let mut hash = Fnv::new().char(CHAR_MARK);
+            for (length, &c) in marked[start..].iter().take(max).enumerate().map(|(i, c)| (i + 1, c)) {
+                hash = hash.char(c);
+                if length >= min && !(length == 1 && (c == WORD_START || c == WORD_END)) {
+                    visit(hash.finish());
                 }
-                visit(gram, span.clone());
             }
         }
     }
@@ -300,9 +309,12 @@ mod tests {
         ] {
             let analyzer = Analyzer::new(settings).unwrap();
             let mut strings = Vec::new();
-            analyzer.for_each_term(text, |t, span| strings.push((term_hash(t), span)));
+            analyzer.for_each_term(text, |t, span| strings.push((span.start, span.end, term_hash(t))));
             let mut hashes = Vec::new();
-            analyzer.for_each_term_hash(text, |h, span| hashes.push((h, span)));
+            analyzer.for_each_term_hash(text, |h, span| hashes.push((span.start, span.end, h)));
+            // The same terms, not necessarily in the same order.
+            strings.sort_unstable();
+            hashes.sort_unstable();
             assert_eq!(strings, hashes);
             assert!(strings.len() > 100);
         }
