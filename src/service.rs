@@ -171,6 +171,22 @@ impl ClassifierService {
         Arc::clone(&self.admission).try_acquire_owned().map_err(|_| overloaded(self.limits.max_concurrent_requests))
     }
 
+    /// Classifies one validated document with the current model, within `deadline`.
+    async fn classify_one(
+        &self,
+        document: ClassifyRequest,
+        deadline: Option<Instant>,
+    ) -> Result<ClassifyResponse, Status> {
+        let model = self.model.current();
+        let telemetry = self.telemetry.clone();
+        run_cpu(document.text.len(), deadline, move || {
+            let response = respond(&model, document);
+            telemetry.count_document(&response.label);
+            Ok(response)
+        })
+        .await
+    }
+
     /// The call's deadline: the client's `grpc-timeout`, capped by the server's own
     /// request timeout when `bounded`, counted from the call's arrival.
     fn deadline<T>(&self, request: &Request<T>, bounded: bool) -> Option<Instant> {
@@ -301,14 +317,7 @@ impl TopicClassifier for ClassifierService {
         let deadline = self.deadline(&request, true);
         let request = request.into_inner();
         self.limits.check_document(&request)?;
-        let model = self.model.current();
-        let telemetry = self.telemetry.clone();
-        let response = run_cpu(request.text.len(), deadline, move || {
-            let response = respond(&model, request);
-            telemetry.count_document(&response.label);
-            Ok(response)
-        })
-        .await?;
+        let response = self.classify_one(request, deadline).await?;
         tracing::debug!(id = %response.id, label = %response.label, "classified");
         Ok(Response::new(response))
     }
@@ -372,14 +381,7 @@ impl TopicClassifier for ClassifierService {
                         .limits
                         .check_document(&document)
                         .map_err(|error| RequestError::InStream { index, error: Box::new(error) })?;
-                    let model = service.model.current();
-                    let telemetry = service.telemetry.clone();
-                    let response = run_cpu(document.text.len(), deadline, move || {
-                        let response = respond(&model, document);
-                        telemetry.count_document(&response.label);
-                        Ok(response)
-                    })
-                    .await?;
+                    let response = service.classify_one(document, deadline).await?;
                     if answers.send(Ok(response)).await.is_err() {
                         break;
                     }
