@@ -197,7 +197,8 @@ impl ClassifierService {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        budget.map(|b| arrival + b)
+        // A deadline too far away to represent is no deadline.
+        budget.and_then(|b| arrival.checked_add(b))
     }
 }
 
