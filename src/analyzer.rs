@@ -98,35 +98,31 @@ impl Analyzer {
     /// came from. Buffers are reused; nothing is allocated per term.
     pub fn for_each_term(&self, text: &str, mut visit: impl FnMut(&str, Range<usize>)) {
         let mut term = String::with_capacity(64);
-        let visit = std::cell::RefCell::new(&mut visit);
-        self.walk(
-            text,
-            |word_term, span| (visit.borrow_mut())(word_term, span),
-            |marked, span| {
+        self.walk(text, |found, span| match found {
+            Found::Word(word_term) => visit(word_term, span),
+            Found::Marked(marked) => {
                 for gram in self.grams(marked) {
                     term.clear();
                     term.push(CHAR_MARK);
                     term.extend(gram);
-                    (visit.borrow_mut())(&term, span.clone());
+                    visit(&term, span.clone());
                 }
-            },
-        );
+            }
+        });
     }
 
     /// Like [`Analyzer::for_each_term`], but gives each term's [`term_hash`] instead of the
     /// term: serving looks features up by hash, and never builds the character n-gram strings.
     pub fn for_each_term_hash(&self, text: &str, mut visit: impl FnMut(u64, Range<usize>)) {
-        let visit = std::cell::RefCell::new(&mut visit);
-        self.walk(
-            text,
-            |word_term, span| (visit.borrow_mut())(term_hash(word_term), span),
-            |marked, span| self.gram_hashes(marked, |hash| (visit.borrow_mut())(hash, span.clone())),
-        );
+        self.walk(text, |found, span| match found {
+            Found::Word(word_term) => visit(term_hash(word_term), span),
+            Found::Marked(marked) => self.gram_hashes(marked, |hash| visit(hash, span.clone())),
+        });
     }
 
-    /// The one walk over a text's terms: word n-grams go to `word`; each word, between its
-    /// boundary marks, goes to `gram`, which makes its character n-grams.
-    fn walk(&self, text: &str, mut word: impl FnMut(&str, Range<usize>), mut gram: impl FnMut(&[char], Range<usize>)) {
+    /// The one walk over a text's terms: each word n-gram, and each word between its
+    /// boundary marks, from which the caller makes the character n-grams.
+    fn walk(&self, text: &str, mut visit: impl FnMut(Found<'_>, Range<usize>)) {
         let max_ngram = usize::from(self.settings.max_ngram);
         // The previous kept words (stems) and their spans, oldest first.
         let mut window: Vec<(String, Range<usize>)> = Vec::with_capacity(max_ngram);
@@ -137,13 +133,13 @@ impl Analyzer {
         text::for_each_token(text, |token, span| {
             if self.settings.char_ngrams != (0, 0) {
                 Self::mark_word(token, &mut chars);
-                gram(&chars, span.clone());
+                visit(Found::Marked(&chars), span.clone());
             }
             if self.stop_words.contains(token) {
                 return;
             }
             self.stem_into(token, &mut stem);
-            word(&stem, span.clone());
+            visit(Found::Word(&stem), span.clone());
             for n in 2..=max_ngram {
                 if window.len() + 1 < n {
                     break;
@@ -155,7 +151,7 @@ impl Analyzer {
                     term.push(' ');
                 }
                 term.push_str(&stem);
-                word(&term, first[0].1.start..span.end);
+                visit(Found::Word(&term), first[0].1.start..span.end);
             }
             if max_ngram > 1 {
                 if window.len() == max_ngram - 1 {
@@ -213,6 +209,14 @@ impl Analyzer {
             (_, false) => out.push_str(&self.english_snowball.stem(word)),
         }
     }
+}
+
+/// What [`Analyzer::walk`] finds in a text.
+enum Found<'a> {
+    /// A word n-gram term: a stem, or stems joined by spaces.
+    Word(&'a str),
+    /// A word's characters between its boundary marks.
+    Marked(&'a [char]),
 }
 
 /// FNV-1a (64-bit) of a term's UTF-8 bytes: how serving finds a term in the vocabulary.
