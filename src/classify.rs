@@ -49,7 +49,7 @@ impl Model {
         self.vectorizer().for_each_feature(text, |feature, span| occurrences.push((feature, span)));
         let mut hits: Vec<u32> = occurrences.iter().map(|(feature, _)| *feature).collect();
         let features = self.vectorizer().weigh(&mut hits);
-        let prediction = self.layer().predict(&features);
+        let prediction = self.score(&features);
 
         let ranges = segment::split(text);
         let segments: Vec<SegmentPrediction> = match ranges.as_slice() {
@@ -58,20 +58,23 @@ impl Model {
                 ranges.into_iter().map(|range| SegmentPrediction { range, prediction: prediction.clone() }).collect()
             }
             _ => {
-                occurrences.sort_by_key(|(_, span)| span.start);
+                // Segments are disjoint and in text order: an occurrence belongs to the
+                // segment its span starts in, provided it also ends there.
+                let mut per_segment: Vec<Vec<u32>> = vec![Vec::new(); ranges.len()];
+                for (feature, span) in &occurrences {
+                    let k = ranges.partition_point(|range| range.end <= span.start);
+                    if let Some(range) = ranges.get(k)
+                        && range.start <= span.start
+                        && span.end <= range.end
+                    {
+                        per_segment[k].push(*feature);
+                    }
+                }
                 ranges
                     .into_iter()
-                    .map(|range| {
-                        let first = occurrences.partition_point(|(_, span)| span.start < range.start);
-                        hits.clear();
-                        hits.extend(
-                            occurrences[first..]
-                                .iter()
-                                .take_while(|(_, span)| span.start < range.end)
-                                .filter(|(_, span)| span.end <= range.end)
-                                .map(|(feature, _)| *feature),
-                        );
-                        let prediction = self.layer().predict(&self.vectorizer().weigh(&mut hits));
+                    .zip(per_segment)
+                    .map(|(range, mut hits)| {
+                        let prediction = self.score(&self.vectorizer().weigh(&mut hits));
                         SegmentPrediction { range, prediction }
                     })
                     .collect()
@@ -91,7 +94,7 @@ impl Model {
     /// [`COVERAGE_SHARE`] of the text, largest share first. An out-of-scope article
     /// covers no topic.
     fn covered_labels(&self, prediction: &Prediction, segments: &[SegmentPrediction]) -> Vec<usize> {
-        let top = prediction.top();
+        let top = prediction.label();
         let mut labels = vec![top];
         if self.labels()[top] == NONE {
             return labels;
@@ -102,7 +105,7 @@ impl Model {
         }
         let mut share = vec![0.0f32; self.labels().len()];
         for segment in segments {
-            share[segment.prediction.top()] += segment.range.len() as f32 / total as f32;
+            share[segment.prediction.label()] += segment.range.len() as f32 / total as f32;
         }
         let mut others: Vec<usize> =
             (0..share.len()).filter(|&l| l != top && self.labels()[l] != NONE && share[l] >= COVERAGE_SHARE).collect();
@@ -129,7 +132,7 @@ mod tests {
         assert_eq!(names(&model, &answer.labels), ["security", "humanitarian"]);
         assert_eq!(answer.segments.len(), 3);
         assert_eq!(&text[answer.segments[2].range.clone()], "camp camp camp");
-        assert_eq!(model.labels()[answer.segments[2].prediction.top()], "humanitarian");
+        assert_eq!(model.labels()[answer.segments[2].prediction.label()], "humanitarian");
         assert_eq!(answer.explanation.len(), 3);
         assert_eq!(model.labels()[answer.explanation[0].label], "security");
     }

@@ -72,7 +72,7 @@ pub fn evaluate(model: &Model, documents: &[Document]) -> Evaluation {
     }
     let index = |label: &str| labels.iter().position(|l| l == label).expect("every label was added");
     let answers: Vec<Classification> = documents.iter().map(|d| model.classify(&d.text, Options::default())).collect();
-    let predicted: Vec<usize> = answers.iter().map(|a| a.prediction.top()).collect();
+    let predicted: Vec<usize> = answers.iter().map(|a| a.prediction.label()).collect();
     let covered = |i: usize| -> Vec<&str> { answers[i].labels.iter().map(|&l| labels[l].as_str()).collect() };
     let outcome = |i: usize| Outcome {
         truth: index(documents[i].primary_label()),

@@ -532,12 +532,12 @@ fn run_classify(args: ClassifyArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     };
     let answer = serde_json::json!({
-        "label": labels[answer.prediction.top()],
+        "label": labels[answer.prediction.label()],
         "scores": scores(&answer.prediction),
         "labels": answer.labels.iter().map(|&l| &labels[l]).collect::<Vec<_>>(),
         "language": topics::lang::detect(&text),
         "segments": answer.segments.iter().map(|s| serde_json::json!({
-            "start": s.range.start, "end": s.range.end, "label": labels[s.prediction.top()], "scores": scores(&s.prediction),
+            "start": s.range.start, "end": s.range.end, "label": labels[s.prediction.label()], "scores": scores(&s.prediction),
         })).collect::<Vec<_>>(),
         "explanation": answer.explanation.iter().map(|c| serde_json::json!({
             "term": c.term, "label": labels[c.label], "weight": rounded(c.weight),

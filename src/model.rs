@@ -101,21 +101,44 @@ pub enum InvalidModel {
 pub struct Model {
     meta: ModelMeta,
     labels: Vec<String>,
+    /// Index of [`NONE`] among the labels, if the model has it.
+    out_of_scope: Option<usize>,
     vectorizer: TfIdf,
     layer: LinearLayer,
 }
 
-/// The model's answer for one text: every label index with its probability,
-/// most probable first.
+/// The model's answer for one text: every label index with its probability, most
+/// probable first, and the label it answers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
     pub ranked: Vec<(usize, f32)>,
+    label: usize,
 }
 
 impl Prediction {
-    /// Index of the most probable label.
-    pub fn top(&self) -> usize {
-        self.ranked[0].0
+    /// Index of the label the model answers: the most probable one, except that an
+    /// out-of-scope label must be more probable than every other label together (see
+    /// [`Prediction::deciding_scope`]).
+    pub fn label(&self) -> usize {
+        self.label
+    }
+
+    /// Decides scope before topic. "Is this article about any of our topics?" is one
+    /// question, and its answer is the sum of the topics' probabilities; only when that
+    /// sum is under one half is the article out of scope. Comparing `none` with each
+    /// topic alone would call an article `none` at 0.4 when it is 0.6 likely to be about
+    /// some topic, merely because the topics split that 0.6 between them — and in a
+    /// newsroom a story wrongly called `none` is a story lost.
+    pub fn deciding_scope(mut self, out_of_scope: Option<usize>) -> Self {
+        if let Some(none) = out_of_scope {
+            if self.label == none {
+                let p_none = self.ranked[0].1;
+                if let Some(&(topic, _)) = self.ranked.get(1).filter(|_| p_none <= 0.5) {
+                    self.label = topic;
+                }
+            }
+        }
+        self
     }
 }
 
@@ -153,7 +176,8 @@ impl Model {
         if meta.trained_at > LATEST_TIMESTAMP {
             return Err(InvalidModel::BadTimestamp(meta.trained_at));
         }
-        Ok(Self { meta, labels, vectorizer, layer })
+        let out_of_scope = labels.iter().position(|l| l == NONE);
+        Ok(Self { meta, labels, out_of_scope, vectorizer, layer })
     }
 
     pub fn meta(&self) -> &ModelMeta {
@@ -175,7 +199,17 @@ impl Model {
 
     /// Labels `text`. A text with no known term still gets finite scores: the intercept's softmax.
     pub fn predict(&self, text: &str) -> Prediction {
-        self.layer.predict(&self.vectorizer.transform(text))
+        self.score(&self.vectorizer.transform(text))
+    }
+
+    /// Labels a text's features.
+    pub fn score(&self, features: &SparseVector) -> Prediction {
+        self.layer.predict(features).deciding_scope(self.out_of_scope)
+    }
+
+    /// Index of [`NONE`] among the labels, if the model has it.
+    pub fn out_of_scope(&self) -> Option<usize> {
+        self.out_of_scope
     }
 }
 
@@ -183,8 +217,13 @@ impl LinearLayer {
     /// Scores a document's features: only its non-zero entries touch the weights.
     pub fn predict(&self, features: &SparseVector) -> Prediction {
         let mut scores = self.intercept.to_vec();
+        let classes = scores.len();
+        // A plain slice, not ndarray row views: this loop runs for every feature of every
+        // document, and the views' bookkeeping cost more than the arithmetic.
+        let weights = self.weights.as_standard_layout();
+        let weights = weights.as_slice().expect("a standard-layout array is one contiguous slice");
         for (feature, value) in features.iter() {
-            for (score, weight) in scores.iter_mut().zip(self.weights.row(feature)) {
+            for (score, weight) in scores.iter_mut().zip(&weights[feature * classes..(feature + 1) * classes]) {
                 *score += value * weight;
             }
         }
@@ -192,7 +231,8 @@ impl LinearLayer {
         let mut ranked: Vec<(usize, f32)> = scores.into_iter().enumerate().collect();
         // Ties keep the model's column order, so equal scores rank deterministically.
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        Prediction { ranked }
+        let label = ranked[0].0;
+        Prediction { ranked, label }
     }
 }
 
@@ -253,9 +293,9 @@ pub(crate) mod tests {
     fn columns_map_to_labels_in_order() {
         let model = two_word_model();
         let p = model.predict("troops troops");
-        assert_eq!(model.labels()[p.top()], "security");
+        assert_eq!(model.labels()[p.label()], "security");
         let p = model.predict("camp");
-        assert_eq!(model.labels()[p.top()], "humanitarian");
+        assert_eq!(model.labels()[p.label()], "humanitarian");
     }
 
     #[test]
@@ -275,7 +315,7 @@ pub(crate) mod tests {
         let model = two_word_model();
         let p = model.predict("zzz");
         let expected = 1.0 / (1.0 + (-0.5f32).exp());
-        assert_eq!(p.top(), 0);
+        assert_eq!(p.label(), 0);
         assert!((p.ranked[0].1 - expected).abs() < 1e-6);
     }
 
@@ -316,5 +356,18 @@ pub(crate) mod tests {
         let layer = LinearLayer { weights: Array2::zeros((1, 2)), intercept: Array1::zeros(2) };
         let twice = vec!["x".to_string(), "x".to_string()];
         assert_eq!(Model::new(meta(), twice, vectorizer(), layer).unwrap_err(), InvalidModel::BadLabel("x".into()));
+    }
+
+    #[test]
+    fn out_of_scope_must_outweigh_all_topics_together() {
+        let ranked = |scores: &[(usize, f32)]| Prediction { ranked: scores.to_vec(), label: scores[0].0 };
+        // Columns: diplomacy, humanitarian, none, security.
+        let split_topics = ranked(&[(2, 0.4), (3, 0.35), (0, 0.25)]);
+        assert_eq!(split_topics.clone().deciding_scope(Some(2)).label(), 3);
+        assert_eq!(split_topics.deciding_scope(None).label(), 2, "without the rule, the most probable");
+        let clearly_none = ranked(&[(2, 0.55), (3, 0.3), (0, 0.15)]);
+        assert_eq!(clearly_none.deciding_scope(Some(2)).label(), 2);
+        let topic_first = ranked(&[(3, 0.5), (2, 0.45), (0, 0.05)]);
+        assert_eq!(topic_first.deciding_scope(Some(2)).label(), 3);
     }
 }

@@ -286,7 +286,7 @@ fn respond(model: &Model, request: ClassifyRequest) -> ClassifyResponse {
     let language =
         if request.language.is_empty() { lang::detect(&request.text) } else { request.language.to_ascii_lowercase() };
     ClassifyResponse {
-        label: names[prediction.top()].clone(),
+        label: names[prediction.label()].clone(),
         scores: scores(model, &prediction, top_k),
         id: request.id,
         language,
@@ -297,7 +297,7 @@ fn respond(model: &Model, request: ClassifyRequest) -> ClassifyResponse {
                 // Texts are bounded far below 4 GiB, so offsets fit.
                 start: s.range.start as u32,
                 end: s.range.end as u32,
-                label: names[s.prediction.top()].clone(),
+                label: names[s.prediction.label()].clone(),
                 scores: scores(model, &s.prediction, top_k),
             })
             .collect(),

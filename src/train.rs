@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::classifier::{ClassifierSettings, FitError};
 use crate::corpus::{Corpus, Document};
 use crate::metrics::{Metrics, Outcome};
-use crate::model::{InvalidModel, Model, ModelMeta, Prediction};
+use crate::model::{InvalidModel, Model, ModelMeta, Prediction, NONE};
 use crate::tfidf::{FeatureSettings, TfIdf, VectorizerError};
 
 /// Everything that decides what model a corpus trains into.
@@ -162,7 +162,7 @@ pub fn train_selecting(
                     .iter()
                     .zip(&targets)
                     .zip(&corpus.documents)
-                    .map(|((p, &truth), d)| Outcome { truth, predicted: p.top(), language: &d.lang })
+                    .map(|((p, &truth), d)| Outcome { truth, predicted: p.label(), language: &d.lang })
                     .collect();
                 let fold_scores: Vec<f64> = (0..settings.folds as usize)
                     .map(|fold| {
@@ -269,12 +269,13 @@ fn cross_validate(
         drop(rows);
         let layers =
             candidates.iter().map(|c| c.fit(&x, &fold_targets, labels.len())).collect::<Result<Vec<_>, _>>()?;
+        let out_of_scope = labels.iter().position(|l| l == NONE);
         // Each held-out document is featurized once and scored by every candidate.
         Ok(held_out
             .into_iter()
             .map(|i| {
                 let features = vectorizer.transform(&documents[i].text);
-                (i, layers.iter().map(|layer| layer.predict(&features)).collect())
+                (i, layers.iter().map(|layer| layer.predict(&features).deciding_scope(out_of_scope)).collect())
             })
             .collect())
     };
@@ -374,7 +375,7 @@ mod tests {
         for (text, label) in
             [("militants ambush", "security"), ("envoy summit", "diplomacy"), ("famine camp", "humanitarian")]
         {
-            assert_eq!(model.labels()[model.predict(text).top()], label, "{text}");
+            assert_eq!(model.labels()[model.predict(text).label()], label, "{text}");
         }
         let metrics = &model.meta().metrics;
         assert_eq!(metrics.folds, 5);
@@ -438,7 +439,7 @@ mod tests {
         let model = Model::new(ModelMeta::placeholder(), labels, vectorizer, layer).unwrap();
         for (i, text) in texts.iter().enumerate() {
             let ours = model.predict(text);
-            assert_eq!(ours.top(), linfa_labels[i]);
+            assert_eq!(ours.label(), linfa_labels[i]);
             for &(label, p) in &ours.ranked {
                 assert!((f64::from(p) - linfa_probabilities[[i, label]]).abs() < 1e-5, "doc {i} label {label}");
             }
