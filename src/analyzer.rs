@@ -114,9 +114,19 @@ impl Analyzer {
     /// Like [`Analyzer::for_each_term`], but gives each term's [`term_hash`] instead of the
     /// term: serving looks features up by hash, and never builds the character n-gram strings.
     pub fn for_each_term_hash(&self, text: &str, mut visit: impl FnMut(u64, Range<usize>)) {
+        self.for_each_hashed(text, |hashed, span| match hashed {
+            Hashed::Term(hash) => visit(hash, span),
+            Hashed::Word(marked) => self.char_gram_hashes(marked, |hash| visit(hash, span.clone())),
+        });
+    }
+
+    /// The word n-gram terms of `text` as [`term_hash`]es, and each word between its
+    /// boundary marks, whose character n-grams [`Analyzer::char_gram_hashes`] gives: a
+    /// caller that has seen the word before can reuse what it found then.
+    pub fn for_each_hashed(&self, text: &str, mut visit: impl FnMut(Hashed<'_>, Range<usize>)) {
         self.walk(text, |found, span| match found {
-            Found::Word(word_term) => visit(term_hash(word_term), span),
-            Found::Marked(marked) => self.gram_hashes(marked, |hash| visit(hash, span.clone())),
+            Found::Word(word_term) => visit(Hashed::Term(term_hash(word_term)), span),
+            Found::Marked(marked) => visit(Hashed::Word(marked), span),
         });
     }
 
@@ -184,9 +194,10 @@ impl Analyzer {
             .filter(|gram| !(gram.len() == 1 && (gram[0] == WORD_START || gram[0] == WORD_END)))
     }
 
-    /// The hashes of the same n-grams as [`Analyzer::grams`], in another order: all the
-    /// grams starting at one character share the hash of their common prefix.
-    fn gram_hashes(&self, marked: &[char], mut visit: impl FnMut(u64)) {
+    /// The [`term_hash`]es of a marked word's character n-grams: the same n-grams as
+    /// [`Analyzer::grams`], in another order, since all the grams starting at one
+    /// character share the hash of their common prefix.
+    pub fn char_gram_hashes(&self, marked: &[char], mut visit: impl FnMut(u64)) {
         let (min, max) = (usize::from(self.settings.char_ngrams.0), usize::from(self.settings.char_ngrams.1));
         for start in 0..marked.len() {
             let mut hash = Fnv::new().char(CHAR_MARK);
@@ -209,6 +220,14 @@ impl Analyzer {
             (_, false) => out.push_str(&self.english_snowball.stem(word)),
         }
     }
+}
+
+/// What [`Analyzer::for_each_hashed`] hands out.
+pub enum Hashed<'a> {
+    /// The [`term_hash`] of a word n-gram term.
+    Term(u64),
+    /// A word's characters between its boundary marks.
+    Word(&'a [char]),
 }
 
 /// What [`Analyzer::walk`] finds in a text.

@@ -2,7 +2,8 @@
 //! a linfa-trained linear model → topic labels with probabilities.
 //!
 //! The pipeline flows one way through one module per stage:
-//! [`text`] → [`analyzer`] → [`tfidf`] → [`model`] (stored by [`model_file`]), trained
+//! [`text`] → [`analyzer`] → [`tfidf`] (with a per-thread memo of words' character
+//! n-gram features) → [`model`] (stored by [`model_file`]), trained
 //! offline by [`train`] with a [`classifier`] from a [`corpus`] and scored with
 //! [`metrics`]; [`lang`] names the language of what it reads. [`classify`] gives the
 //! whole answer for a text: its label, the topics its [`segment`]s cover, and the terms
@@ -18,6 +19,7 @@ pub mod corpus;
 pub mod corpus_check;
 pub mod evaluate;
 pub mod explain;
+mod gram_memo;
 pub mod lang;
 pub mod metrics;
 pub mod model;

@@ -15,7 +15,8 @@ use ndarray::Array2;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK, term_hash};
+use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK, Hashed, term_hash};
+use crate::gram_memo;
 
 /// How terms are extracted and weighted; stored in the model so that serving
 /// computes exactly what training did.
@@ -66,6 +67,8 @@ pub struct TfIdf {
     first_char_feature: usize,
     /// Feature index by [`term_hash`] of the term.
     index: FxHashMap<u64, u32>,
+    /// Tells [`gram_memo`] which vocabulary it remembers features of.
+    memo_id: u64,
 }
 
 /// Why a stored vectorizer cannot be used.
@@ -167,7 +170,7 @@ impl TfIdf {
                 return Err(VectorizerError::HashCollision(terms[other as usize].clone(), term.clone()));
             }
         }
-        Ok(Self { settings, analyzer, terms, idf, first_char_feature, index })
+        Ok(Self { settings, analyzer, terms, idf, first_char_feature, index, memo_id: gram_memo::new_vocabulary_id() })
     }
 
     pub fn settings(&self) -> &FeatureSettings {
@@ -189,10 +192,20 @@ impl TfIdf {
     /// Calls `visit` with the feature index of every known term occurrence in `text`
     /// and the byte range of the surface text it came from.
     pub fn for_each_feature(&self, text: &str, mut visit: impl FnMut(u32, Range<usize>)) {
-        self.analyzer.for_each_term_hash(text, |hash, span| {
-            if let Some(&feature) = self.index.get(&hash) {
-                visit(feature, span);
+        self.analyzer.for_each_hashed(text, |hashed, span| match hashed {
+            Hashed::Term(hash) => {
+                if let Some(&feature) = self.index.get(&hash) {
+                    visit(feature, span);
+                }
             }
+            Hashed::Word(marked) => gram_memo::for_each_word_feature(
+                self.memo_id,
+                marked,
+                |features| {
+                    self.analyzer.char_gram_hashes(marked, |hash| features.extend(self.index.get(&hash).copied()))
+                },
+                |feature| visit(feature, span.clone()),
+            ),
         });
     }
 
