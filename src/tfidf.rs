@@ -389,6 +389,29 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn remembered_word_features_are_the_features_of_the_terms() {
+        let docs = ["وصلت المساعدات إلى المخيمات", "The envoys met in Geneva", "قصف المخيمات والمساعدات"];
+        let settings = FeatureSettings { min_df: 1, ..FeatureSettings::default() };
+        let tfidf = TfIdf::fit(&docs, settings).unwrap();
+        let text = "المساعدات وصلت المخيمات، والمساعدات met the envoys in Geneva";
+        let mut expected = Vec::new();
+        tfidf.analyzer.for_each_term(text, |term, span| {
+            if let Some(feature) = tfidf.terms.iter().position(|t| t == term) {
+                expected.push((feature as u32, span));
+            }
+        });
+        expected.sort_by_key(|(feature, span)| (*feature, span.start, span.end));
+        // The first pass fills this thread's memo, the second reads from it.
+        for _ in 0..2 {
+            let mut got = Vec::new();
+            tfidf.for_each_feature(text, |feature, span| got.push((feature, span)));
+            got.sort_by_key(|(feature, span)| (*feature, span.start, span.end));
+            assert_eq!(got, expected);
+        }
+        assert!(expected.len() > 50);
+    }
+
+    #[test]
     fn radix_sort_sorts_like_a_comparison_sort() {
         let mut state = 7u64;
         for (vocabulary, length) in [(1, 100), (200, 65), (40_000, 3_000), (70_000, 1_000), (1 << 24, 500)] {
