@@ -13,6 +13,7 @@
 
 pub mod analyzer;
 pub mod auth;
+pub mod bulk;
 pub mod classifier;
 pub mod classify;
 pub mod corpus;
@@ -26,6 +27,7 @@ pub mod model;
 pub mod model_file;
 pub mod otel;
 pub mod reload;
+pub mod report;
 pub mod segment;
 pub mod server;
 pub mod service;

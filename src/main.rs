@@ -1,8 +1,8 @@
 //! `topics`: serve, train and try the news-topic classifier from the command line.
 //! A thin shell over the library; the serving flags can also be set through environment variables.
 
-use std::io::IsTerminal;
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -10,10 +10,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::net::TcpListener;
 use topics::analyzer::{AnalyzerSettings, Stemming};
 use topics::auth::ApiKeys;
+use topics::bulk::{BulkSettings, answer_json, classify_stream};
 use topics::classifier::{ClassifierSettings, DEFAULT_MAX_ITERATIONS};
 use topics::classify::Options;
 use topics::corpus::Corpus;
@@ -21,12 +23,13 @@ use topics::corpus_check::{CheckSettings, check};
 use topics::evaluate::evaluate;
 use topics::otel;
 use topics::reload::ServedModel;
+use topics::report::Report;
 use topics::server::{ServerConfig, TlsIdentity, serve};
 use topics::service::{Limits, reload};
 use topics::telemetry::{Telemetry, serve_metrics};
 use topics::tfidf::FeatureSettings;
-use topics::train::{TrainSettings, train_selecting};
-use topics::{Model, Prediction, model_file};
+use topics::train::{TrainProgress, TrainSettings, train_with_progress};
+use topics::{Model, model_file};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -59,7 +62,7 @@ enum Command {
     Serve(ServeArgs),
     /// Train a model from JSONL corpus files and print its cross-validated evaluation.
     Train(TrainArgs),
-    /// Classify one text locally and print the answer as JSON.
+    /// Classify one text locally and print the answer as JSON, or a JSONL file with --input.
     Classify(ClassifyArgs),
     /// Score a model on a labeled JSONL data set that it was not trained on.
     Evaluate(EvaluateArgs),
@@ -79,6 +82,9 @@ struct EvaluateArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write report.md and confusion.svg into this directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -197,6 +203,13 @@ struct TrainArgs {
     /// Training time to record, RFC 3339 (default: SOURCE_DATE_EPOCH if set, else now).
     #[arg(long)]
     trained_at: Option<String>,
+    /// Directory for report.md and confusion.svg (default: next to --out, named after it
+    /// with the extension .report, e.g. my.report/ for my.model).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Write no report files.
+    #[arg(long, conflicts_with = "report")]
+    no_report: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -245,6 +258,19 @@ struct ClassifyArgs {
     /// Read the text from this file.
     #[arg(long, conflicts_with = "text")]
     file: Option<PathBuf>,
+    /// Classify a JSONL file ("-": standard input) of {"id": ..., "text": ...} rows,
+    /// writing one JSON answer, or error row, per line.
+    #[arg(long, conflicts_with_all = ["text", "file"])]
+    input: Option<PathBuf>,
+    /// Where --input's answers go (default: standard output).
+    #[arg(long, requires = "input")]
+    output: Option<PathBuf>,
+    /// With --input: exit with status 1 when any row could not be classified.
+    #[arg(long, requires = "input")]
+    strict: bool,
+    /// With --input: longest accepted text, in bytes (the server's default limit).
+    #[arg(long, env = "TOPICS_MAX_TEXT_BYTES", default_value_t = Limits::default().max_text_bytes)]
+    max_text_bytes: usize,
     /// The text to classify; "-" reads standard input.
     text: Option<String>,
     /// Also classify each paragraph (or group of sentences).
@@ -455,9 +481,29 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     );
 
     let started = Instant::now();
-    let (model, selection) = train_selecting(&corpus, &settings, &candidates, trained_at, args.model_version)?;
+    let bar = training_bar(args.folds, candidates.len());
+    let on_progress = |step: TrainProgress| match step {
+        TrainProgress::Started { fits } => {
+            bar.set_length(fits + 1);
+            bar.set_message("cross-validating");
+        }
+        TrainProgress::Fitted { fold, candidate } => {
+            bar.inc(1);
+            bar.set_message(format!("fold {} {candidate}", fold + 1));
+        }
+        TrainProgress::FinalFit { classifier } => bar.set_message(format!("final fit {classifier}")),
+    };
+    let trained = train_with_progress(&corpus, &settings, &candidates, trained_at, args.model_version, &on_progress);
+    bar.finish_and_clear();
+    let (model, selection) = trained?;
     let elapsed = started.elapsed();
     model_file::save(&model, &args.out)?;
+    let report_files = if args.no_report {
+        Vec::new()
+    } else {
+        let dir = args.report.clone().unwrap_or_else(|| args.out.with_extension("report"));
+        Report::training(&model).write(&dir)?
+    };
 
     let meta = model.meta();
     if !selection.is_empty() {
@@ -491,7 +537,28 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     if meta.metrics.folds > 0 {
         print!("{}", meta.metrics);
     }
+    for file in report_files {
+        eprintln!("wrote {}", file.display());
+    }
     Ok(())
+}
+
+/// Counts the fits of cross-validation and the final one, on a terminal only.
+fn training_bar(folds: u32, candidates: usize) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let fits = if folds > 1 { u64::from(folds) * candidates as u64 } else { 0 };
+    let bar = ProgressBar::new(fits + 1);
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{wide_bar}] {pos}/{len} fits: {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message("reading features");
+    // A single fit can take minutes: keep the spinner moving to show the process lives.
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
 }
 
 fn training_time(flag: Option<&str>) -> anyhow::Result<u64> {
@@ -507,6 +574,9 @@ fn training_time(flag: Option<&str>) -> anyhow::Result<u64> {
 }
 
 fn run_classify(args: ClassifyArgs) -> anyhow::Result<()> {
+    if let Some(input) = &args.input {
+        return run_classify_bulk(&args, input);
+    }
     let text = match (&args.file, args.text.as_deref()) {
         (Some(path), None) => {
             std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?
@@ -517,46 +587,82 @@ fn run_classify(args: ClassifyArgs) -> anyhow::Result<()> {
             text
         }
         (None, Some(text)) => text.to_string(),
-        _ => bail!("give the text as an argument, with --file, or as - to read standard input"),
+        _ => bail!(
+            "give the text as an argument, with --file, or as - to read standard input; or a JSONL file with --input"
+        ),
     };
     if topics::text::is_blank(&text) {
         bail!("the text is empty or only white space");
     }
     let model = load_model(&args.model)?;
     let answer = model.classify(&text, Options { segments: args.segments, explain: args.explain });
-    let labels = model.labels();
-    let scores = |p: &Prediction| {
-        p.ranked
-            .iter()
-            .map(|&(l, score)| serde_json::json!({"label": labels[l], "score": rounded(score)}))
-            .collect::<Vec<_>>()
-    };
-    let answer = serde_json::json!({
-        "label": labels[answer.prediction.label()],
-        "scores": scores(&answer.prediction),
-        "labels": answer.labels.iter().map(|&l| &labels[l]).collect::<Vec<_>>(),
-        "language": topics::lang::detect(&text),
-        "segments": answer.segments.iter().map(|s| serde_json::json!({
-            "start": s.range.start, "end": s.range.end, "label": labels[s.prediction.label()], "scores": scores(&s.prediction),
-        })).collect::<Vec<_>>(),
-        "explanation": answer.explanation.iter().map(|c| serde_json::json!({
-            "term": c.term, "label": labels[c.label], "weight": rounded(c.weight),
-        })).collect::<Vec<_>>(),
-        "model_version": model.meta().version,
-    });
+    let answer = serde_json::Value::Object(answer_json(&model, &text, &answer));
     println!("{}", serde_json::to_string_pretty(&answer)?);
     Ok(())
 }
 
-/// Six decimals: f32 carries no more, and the f64 JSON number would print noise digits.
-fn rounded(score: f32) -> f64 {
-    (f64::from(score) * 1e6).round() / 1e6
+/// `classify --input`: streams JSONL through the model, a progress bar on a terminal,
+/// a summary on standard error at the end.
+fn run_classify_bulk(args: &ClassifyArgs, input: &Path) -> anyhow::Result<()> {
+    let model = load_model(&args.model)?;
+    let (reader, length): (Box<dyn std::io::BufRead>, Option<u64>) = if input == Path::new("-") {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        let file = File::open(input).with_context(|| format!("cannot read {}", input.display()))?;
+        let length = file.metadata().ok().filter(|m| m.is_file()).map(|m| m.len());
+        (Box::new(BufReader::with_capacity(1 << 16, file)), length)
+    };
+    let writer: Box<dyn Write> = match &args.output {
+        Some(path) if path != Path::new("-") => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| format!("cannot create {}", path.display()))?))
+        }
+        _ => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let bar = progress_bar(length);
+    let settings = BulkSettings::new(Options { segments: args.segments, explain: args.explain }, args.max_text_bytes);
+    let summary = classify_stream(&model, reader, writer, &settings, |lines, bytes| {
+        bar.set_position(bytes);
+        bar.set_message(format!("{lines} lines"));
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    eprintln!("{summary}");
+    if args.strict && summary.errors > 0 {
+        bail!("{} row(s) could not be classified (--strict)", summary.errors);
+    }
+    Ok(())
+}
+
+/// A bar over the input's bytes, or a byte counter when its size is unknown; hidden when
+/// standard error is not a terminal, so that logs and CI output stay clean.
+fn progress_bar(length: Option<u64>) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let (bar, template) = match length {
+        Some(length) => (
+            ProgressBar::new(length),
+            "{spinner} [{elapsed_precise}] [{wide_bar}] {bytes}/{total_bytes} {msg} ({binary_bytes_per_sec}, eta {eta})",
+        ),
+        None => (ProgressBar::new_spinner(), "{spinner} [{elapsed_precise}] {bytes} {msg} ({binary_bytes_per_sec})"),
+    };
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
 }
 
 fn run_evaluate(args: EvaluateArgs) -> anyhow::Result<()> {
     let model = load_model(&args.model)?;
     let data = Corpus::read(&args.data)?;
     let evaluation = evaluate(&model, &data.documents);
+    if let Some(dir) = &args.report {
+        let described: Vec<String> = args.data.iter().map(|p| p.display().to_string()).collect();
+        for file in Report::evaluation(&model, &evaluation, &described.join(", ")).write(dir)? {
+            eprintln!("wrote {}", file.display());
+        }
+    }
     if args.json {
         let report = serde_json::json!({
             "model": args.model.display().to_string(),

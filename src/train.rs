@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::classifier::{ClassifierSettings, FitError};
 use crate::corpus::{Corpus, Document};
 use crate::metrics::{Metrics, Outcome};
-use crate::model::{InvalidModel, Model, ModelMeta, Prediction, NONE};
+use crate::model::{InvalidModel, Model, ModelMeta, NONE, Prediction};
 use crate::tfidf::{FeatureSettings, TfIdf, VectorizerError};
 
 /// Everything that decides what model a corpus trains into.
@@ -126,6 +126,17 @@ pub fn train(
     Ok(model)
 }
 
+/// What training is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TrainProgress {
+    /// Cross-validation starts: `fits` fits (folds × candidates) to go, then the final fit.
+    Started { fits: u64 },
+    /// One candidate was fitted on one fold's training part and scored on the rest.
+    Fitted { fold: usize, candidate: ClassifierSettings },
+    /// The kept classifier is being fitted on the whole corpus.
+    FinalFit { classifier: ClassifierSettings },
+}
+
 /// Cross-validates every classifier in `candidates` on the same folds, keeps one by
 /// the one-standard-error rule (see [`choose`]), and trains it on the whole corpus.
 /// Returns the model and every candidate's scores, in the order given.
@@ -135,6 +146,19 @@ pub fn train_selecting(
     candidates: &[ClassifierSettings],
     trained_at: u64,
     version: Option<String>,
+) -> Result<(Model, Vec<Candidate>), TrainError> {
+    train_with_progress(corpus, settings, candidates, trained_at, version, &|_| {})
+}
+
+/// [`train_selecting`], telling `progress` about each step as it ends. Folds run on
+/// several threads, so `progress` is called from them.
+pub fn train_with_progress(
+    corpus: &Corpus,
+    settings: &TrainSettings,
+    candidates: &[ClassifierSettings],
+    trained_at: u64,
+    version: Option<String>,
+    progress: &(dyn Fn(TrainProgress) + Sync),
 ) -> Result<(Model, Vec<Candidate>), TrainError> {
     let Some(&first) = candidates.first() else { return Err(TrainError::NoCandidates) };
     if trained_at > crate::model::LATEST_TIMESTAMP {
@@ -153,7 +177,8 @@ pub fn train_selecting(
         .collect();
 
     let (chosen, metrics, results) = if settings.folds > 1 {
-        let (predictions, fold_of) = cross_validate(corpus, &labels, &targets, settings, candidates)?;
+        progress(TrainProgress::Started { fits: u64::from(settings.folds) * candidates.len() as u64 });
+        let (predictions, fold_of) = cross_validate(corpus, &labels, &targets, settings, candidates, progress)?;
         let results: Vec<Candidate> = candidates
             .iter()
             .zip(predictions)
@@ -184,6 +209,7 @@ pub fn train_selecting(
         (first, Metrics::default(), Vec::new())
     };
 
+    progress(TrainProgress::FinalFit { classifier: chosen });
     let settings = TrainSettings { classifier: chosen, ..settings.clone() };
     let texts: Vec<&str> = corpus.documents.iter().map(|d| d.text.as_str()).collect();
     let vectorizer = fit_vectorizer(&texts, &settings.features)?;
@@ -239,6 +265,7 @@ fn cross_validate(
     targets: &[usize],
     settings: &TrainSettings,
     candidates: &[ClassifierSettings],
+    progress: &(dyn Fn(TrainProgress) + Sync),
 ) -> Result<(Vec<Vec<Prediction>>, Vec<usize>), TrainError> {
     let folds = settings.folds as usize;
     let mut fold_of = vec![0usize; targets.len()];
@@ -267,8 +294,14 @@ fn cross_validate(
         let rows: Vec<_> = texts.iter().map(|t| vectorizer.transform(t)).collect();
         let x = vectorizer.to_dense(&rows);
         drop(rows);
-        let layers =
-            candidates.iter().map(|c| c.fit(&x, &fold_targets, labels.len())).collect::<Result<Vec<_>, _>>()?;
+        let layers = candidates
+            .iter()
+            .map(|&candidate| {
+                let layer = candidate.fit(&x, &fold_targets, labels.len());
+                progress(TrainProgress::Fitted { fold, candidate });
+                layer
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let out_of_scope = labels.iter().position(|l| l == NONE);
         // Each held-out document is featurized once and scored by every candidate.
         Ok(held_out

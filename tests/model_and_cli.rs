@@ -65,9 +65,11 @@ fn training_from_the_command_line_is_deterministic_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let corpus = sample_corpus(dir.path(), 12);
     let mut files = Vec::new();
-    for name in ["a.model", "b.model"] {
+    // The first run writes its report next to the model, the second where it is told.
+    let reports = [dir.path().join("a.report"), dir.path().join("elsewhere")];
+    for (name, report_dir) in ["a.model", "b.model"].into_iter().zip(&reports) {
         let out = dir.path().join(name);
-        let output = topics(&[
+        let mut args = vec![
             "train",
             "--corpus",
             corpus.to_str().unwrap(),
@@ -77,8 +79,29 @@ fn training_from_the_command_line_is_deterministic_and_reports() {
             "2026-01-02T03:04:05Z",
             "--alpha",
             "0.1,1",
-        ]);
+        ];
+        if name == "b.model" {
+            args.extend(["--report", report_dir.to_str().unwrap()]);
+        }
+        let output = topics(&args);
         assert!(output.status.success(), "{}", text(&output.stderr));
+        let markdown = std::fs::read_to_string(report_dir.join("report.md")).expect("report.md");
+        for needle in [
+            "## Model selection",
+            "| logistic_regression(alpha=0.1) |",
+            "| label | precision | recall | F1 | support |",
+            "| language | documents | accuracy | macro-F1 |",
+            "| true \\ predicted | diplomacy | humanitarian | none | security |",
+            "| **security** |",
+            "(confusion.svg)",
+        ] {
+            assert!(markdown.contains(needle), "report.md lacks {needle:?}:\n{markdown}");
+        }
+        let svg = std::fs::read_to_string(report_dir.join("confusion.svg")).expect("confusion.svg");
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{svg}");
+        for label in ["diplomacy", "humanitarian", "none", "security"] {
+            assert!(svg.contains(label), "confusion.svg lacks {label}");
+        }
         let report = text(&output.stdout);
         for needle in [
             "model selection",
@@ -241,4 +264,91 @@ fn classify_prints_json_from_argument_file_or_stdin() {
     let blank = topics(&["classify", "--model", model, "   "]);
     assert_eq!(blank.status.code(), Some(1));
     assert!(text(&blank.stderr).contains("empty"));
+}
+
+/// JSONL rows from the committed corpus with, in the middle, one row of each kind that
+/// cannot be classified; returns the file and its lines.
+fn bulk_input(dir: &Path) -> (std::path::PathBuf, Vec<String>) {
+    let corpus = sample_corpus(dir, 2);
+    let mut lines: Vec<String> = std::fs::read_to_string(corpus).unwrap().lines().map(String::from).collect();
+    let middle = lines.len() / 2;
+    lines.insert(middle, r#"{"id": "broken", "text": "#.to_string());
+    lines.insert(middle + 1, r#"{"id": "blank", "text": "   "}"#.to_string());
+    lines.insert(middle + 2, r#"{"text": "Aid trucks reached the camp.", "extra": [1, 2]}"#.to_string());
+    let path = dir.join("bulk.jsonl");
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    (path, lines)
+}
+
+#[test]
+fn classify_streams_jsonl_and_keeps_going_past_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (input, lines) = bulk_input(dir.path());
+    let model = repo_path("models/topics.model");
+    let out = dir.path().join("out.jsonl");
+    let args = ["classify", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap()];
+    let output = topics(&[&args[..], &["--output", out.to_str().unwrap()]].concat());
+    let stderr = text(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{} documents classified, 2 error row(s)", lines.len() - 2)), "{stderr}");
+    assert!(stderr.contains("labels: diplomacy"), "{stderr}");
+    // No progress bar when standard error is not a terminal.
+    assert!(!stderr.contains('\r'), "{stderr:?}");
+
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(rows.len(), lines.len());
+    for (i, (row, line)) in rows.iter().zip(&lines).enumerate() {
+        let id = serde_json::from_str::<serde_json::Value>(line).map(|v| v["id"].clone()).unwrap_or_default();
+        match row.get("error") {
+            Some(error) => {
+                assert_eq!(row["line"], i + 1, "{row}");
+                assert!(error.is_string(), "{row}");
+            }
+            None => {
+                assert_eq!(row["id"], id, "row {i} out of order: {row}");
+                assert!(row["label"].is_string() && row["labels"].is_array() && row["scores"].is_array(), "{row}");
+                assert!(row["language"].is_string() && row["model_version"].is_string(), "{row}");
+            }
+        }
+    }
+    let middle = (lines.len() - 3) / 2;
+    assert_eq!(rows[middle]["id"], serde_json::Value::Null);
+    assert!(rows[middle]["error"].as_str().unwrap().contains("not JSON"), "{}", rows[middle]);
+    assert_eq!(rows[middle + 1]["id"], "blank");
+    assert_eq!(rows[middle + 2]["label"], "humanitarian");
+
+    // Standard output by default; --strict turns error rows into a failing exit status.
+    let to_stdout = topics(&args);
+    assert!(to_stdout.status.success());
+    assert_eq!(text(&to_stdout.stdout), std::fs::read_to_string(&out).unwrap());
+    let strict = topics(&[&args[..], &["--strict"]].concat());
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(text(&strict.stderr).contains("2 row(s) could not be classified"), "{}", text(&strict.stderr));
+    assert_eq!(text(&strict.stdout).lines().count(), lines.len());
+
+    let missing = topics(&["classify", "--model", model.to_str().unwrap(), "--input", "no/such/file.jsonl"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(text(&missing.stderr).contains("cannot read no/such/file.jsonl"), "{}", text(&missing.stderr));
+}
+
+#[test]
+fn evaluate_writes_a_report_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample_corpus(dir.path(), 3);
+    let model = repo_path("models/topics.model");
+    let report = dir.path().join("eval");
+    let output = topics(&[
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let markdown = std::fs::read_to_string(report.join("report.md")).unwrap();
+    assert!(markdown.contains("# Evaluation report") && markdown.contains("| true \\ predicted |"), "{markdown}");
+    assert!(std::fs::read_to_string(report.join("confusion.svg")).unwrap().starts_with("<svg"));
 }
