@@ -6,9 +6,10 @@
 //! offline by [`train`] with a [`classifier`] from a [`corpus`] and scored with
 //! [`metrics`]; [`lang`] names the language of what it reads. [`classify`] gives the
 //! whole answer for a text: its label, the topics its [`segment`]s cover, and the terms
-//! that [`explain`] it. [`service`] and [`server`] put it behind gRPC, with a hot-swappable
-//! model ([`reload`]), API keys ([`auth`]) and metrics and traces ([`telemetry`], [`otel`]); the `topics`
-//! binary is a thin shell over all of this.
+//! that [`explain`] it. [`service`] and [`server`] put it behind gRPC, and [`http`] behind
+//! HTTP/JSON on the same port, with a hot-swappable model ([`reload`]), API keys
+//! ([`auth`]) and metrics and traces ([`telemetry`], [`otel`]); the `topics` binary is a
+//! thin shell over all of this.
 
 pub mod analyzer;
 pub mod auth;
@@ -18,6 +19,7 @@ pub mod corpus;
 pub mod corpus_check;
 pub mod evaluate;
 pub mod explain;
+pub mod http;
 pub mod lang;
 pub mod metrics;
 pub mod model;
