@@ -7,9 +7,11 @@
 //! offline by [`train`] with a [`classifier`] from a [`corpus`] and scored with
 //! [`metrics`]; [`lang`] names the language of what it reads. [`classify`] gives the
 //! whole answer for a text: its label, the topics its [`segment`]s cover, and the terms
-//! that [`explain`] it. [`service`] and [`server`] put it behind gRPC, with a hot-swappable
-//! model ([`reload`]), API keys ([`auth`]) and metrics and traces ([`telemetry`], [`otel`]); the `topics`
-//! binary is a thin shell over all of this.
+//! that [`explain`] it. [`service`] and [`server`] put it behind gRPC, and [`http`] behind
+//! HTTP/JSON on the same port, with a hot-swappable model ([`reload`]), API keys
+//! ([`auth`]) and metrics and traces ([`telemetry`], [`otel`]); [`bulk`] classifies JSONL
+//! files and [`report`] writes evaluation reports. The `topics` binary is a thin shell over
+//! all of this.
 
 pub mod analyzer;
 pub mod auth;
@@ -21,6 +23,7 @@ pub mod corpus_check;
 pub mod evaluate;
 pub mod explain;
 mod gram_memo;
+pub mod http;
 pub mod lang;
 pub mod metrics;
 pub mod model;

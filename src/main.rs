@@ -380,6 +380,9 @@ fn serve_until_stopped(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> an
             tracing::info!(metrics_addr = %metrics_addr, "serving Prometheus metrics at /metrics");
             tokio::spawn(serve_metrics(metrics_listener, telemetry.clone(), std::future::pending()));
         }
+        // Before the line that says we serve: a SIGTERM sent as soon as it appears must
+        // start a graceful shutdown, not meet the default action and kill the process.
+        let shutdown_signal = shutdown_signal();
         tracing::info!(
             %addr,
             model = %args.model.display(),
@@ -392,7 +395,7 @@ fn serve_until_stopped(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> an
         );
         let served = Arc::new(ServedModel::new(Arc::new(model), args.model.clone()));
         tokio::spawn(reload_on_sighup(Arc::clone(&served), telemetry.clone()));
-        serve(listener, served, telemetry, config, shutdown_signal()).await?;
+        serve(listener, served, telemetry, config, shutdown_signal).await?;
         tracing::info!("stopped");
         Ok(())
     })
@@ -424,27 +427,37 @@ async fn reload_on_sighup(served: Arc<ServedModel>, telemetry: Telemetry) {
 }
 
 /// Resolves on SIGINT or SIGTERM (the signal Kubernetes sends before it kills a pod).
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// The handlers are installed when this is called, not when the future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = terminate.recv() => {}
+        let interrupt = signal(SignalKind::interrupt());
+        let terminate = signal(SignalKind::terminate());
+        async move {
+            match (interrupt, terminate) {
+                (Ok(mut interrupt), Ok(mut terminate)) => {
+                    tokio::select! {
+                        _ = interrupt.recv() => {}
+                        _ = terminate.recv() => {}
+                    }
                 }
-            }
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops the server");
-                let _ = interrupt.await;
+                (Ok(mut one), Err(error)) | (Err(error), Ok(mut one)) => {
+                    tracing::warn!(%error, "cannot listen for one of SIGINT and SIGTERM; the other still stops the server");
+                    one.recv().await;
+                }
+                (Err(error), Err(_)) => {
+                    tracing::error!(%error, "cannot listen for SIGINT or SIGTERM; only killing the process stops the server");
+                    std::future::pending::<()>().await;
+                }
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -1,22 +1,29 @@
 //! The gRPC server: the classifier service beside the standard health and reflection
-//! services, with TLS, API keys, connection limits and graceful shutdown.
+//! services, with TLS, API keys, connection limits and graceful shutdown. The same port
+//! accepts HTTP/1.1 too, for the JSON API and the playground ([`crate::http`]) and for
+//! gRPC-Web calls from browsers.
 //!
 //! Health reports SERVING for "" and for `topics.v1.TopicClassifier` only once a model
 //! is loaded (the server is never started without one), and NOT_SERVING as soon as
 //! shutdown begins, so load balancers stop sending work while in-flight calls finish.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tonic::service::Routes;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic_health::ServingStatus;
 
 use crate::auth::{ApiKeys, Authorize};
+use crate::http::HttpApi;
 use crate::proto::topic_classifier_server::TopicClassifierServer;
 use crate::reload::ServedModel;
 use crate::service::{Arrival, ClassifierService, Limits};
@@ -145,12 +152,23 @@ pub async fn serve(
     let authorize = Authorize::new(config.api_keys.clone());
     let reflection_v1 = InterceptedService::new(reflection().build_v1()?, authorize.clone());
     let reflection_v1alpha = InterceptedService::new(reflection().build_v1alpha()?, authorize.clone());
+    // One service value for both APIs, so they share the admission limit.
+    let service = ClassifierService::new(served, config.limits, telemetry.clone());
     let classifier = InterceptedService::new(
-        TopicClassifierServer::new(ClassifierService::new(served, config.limits, telemetry.clone()))
+        TopicClassifierServer::new(service.clone())
             .max_decoding_message_size(config.max_message_bytes)
             .max_encoding_message_size(config.max_message_bytes),
         authorize,
     );
+    let (ready, readiness) = watch::channel(true);
+    let http_api = HttpApi::new(service, config.api_keys.clone(), readiness, config.max_message_bytes);
+    // The JSON routes' fallback also answers unknown gRPC methods, as tonic's own would.
+    let routes = Routes::from(http_api.router())
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(classifier)
+        .prepare();
 
     let shutdown_started = Arc::new(Notify::new());
     let draining = {
@@ -164,12 +182,14 @@ pub async fn serve(
             );
             health_reporter.set_service_status("", ServingStatus::NotServing).await;
             health_reporter.set_service_status(SERVICE_NAME, ServingStatus::NotServing).await;
+            ready.send_replace(false);
             tokio::time::sleep(drain_delay).await;
             shutdown_started.notify_one();
         }
     };
 
     let mut builder = Server::builder()
+        .accept_http1(true)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let Some(age) = config.max_connection_age {
@@ -183,12 +203,10 @@ pub async fn serve(
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     let server = builder
+        .layer(tower_layer::layer_fn(GrpcWebOr::new))
         .layer(tower::util::MapRequestLayer::new(stamp_arrival))
         .layer(telemetry.layer())
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(classifier)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), draining);
 
     tokio::select! {
@@ -208,4 +226,63 @@ pub async fn serve(
 fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
     request.extensions_mut().insert(Arrival(tokio::time::Instant::now()));
     request
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Sends gRPC-Web calls through tonic-web's translation and every other request straight
+/// on. Applied to the whole server, tonic-web would answer 400 to any HTTP/1.1 request
+/// that is not gRPC-Web, the JSON routes included; and translating before the metrics
+/// layer lets that layer read a gRPC-Web call's status from real trailers.
+#[derive(Debug, Clone)]
+struct GrpcWebOr<S> {
+    web: tonic_web::GrpcWebService<S>,
+    plain: S,
+}
+
+impl<S: Clone> GrpcWebOr<S> {
+    fn new(inner: S) -> Self {
+        use tower_layer::Layer as _;
+        Self { web: tonic_web::GrpcWebLayer::new().layer(inner.clone()), plain: inner }
+    }
+}
+
+fn is_grpc_web(headers: &http::HeaderMap) -> bool {
+    headers.get(http::header::CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/grpc-web"))
+}
+
+impl<S, ReqBody, ResBody> tower_service::Service<http::Request<ReqBody>> for GrpcWebOr<S>
+where
+    S: tower_service::Service<http::Request<tonic::body::Body>, Response = http::Response<ResBody>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    ReqBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ReqBody::Error: Into<BoxError>,
+    ResBody: http_body::Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError> + std::fmt::Display,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.plain.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        use tower::ServiceExt as _;
+        let request = request.map(tonic::body::Body::new);
+        // Readiness was checked on `plain`; the clone taken for the call must be checked
+        // afresh, which `oneshot` does.
+        if is_grpc_web(request.headers()) {
+            let web = self.web.clone();
+            Box::pin(async move { web.oneshot(request).await.map_err(Into::into) })
+        } else {
+            let plain = self.plain.clone();
+            Box::pin(async move { Ok(plain.oneshot(request).await.map_err(Into::into)?.map(tonic::body::Body::new)) })
+        }
+    }
 }

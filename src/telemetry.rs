@@ -15,6 +15,12 @@
 //!
 //! Label values are bounded: a method label is one of [`KNOWN_METHODS`] or `other`, so a
 //! client probing random paths cannot grow the metrics without limit.
+//!
+//! Plain HTTP requests (the JSON API, probes, the playground) pass through the same layer.
+//! They carry no gRPC status, so they are told apart by their content type: their method
+//! label is their route from [`crate::http::ROUTES`] (e.g. `POST /v1/classify`) or `other`,
+//! and their code is the HTTP status (`200`, `400`, …; rare ones by class, `3xx`), never a
+//! gRPC code name, so a `code="OK"` query still counts gRPC calls only.
 
 use std::convert::Infallible;
 use std::fmt;
@@ -149,7 +155,11 @@ impl Telemetry {
 
         // The registry appends `_total` to counters itself.
         let mut registry = Registry::default();
-        registry.register("topics_grpc_requests", "gRPC calls finished, by method and final status", requests.clone());
+        registry.register(
+            "topics_grpc_requests",
+            "gRPC calls finished, by method and final status (HTTP requests: by route and HTTP status)",
+            requests.clone(),
+        );
         registry.register(
             "topics_grpc_request_duration_seconds",
             "Time from a gRPC call's arrival to the end of its response",
@@ -259,12 +269,42 @@ fn method_label(path: &str) -> &'static str {
     KNOWN_METHODS.iter().copied().find(|known| *known == name).unwrap_or(OTHER_METHOD)
 }
 
+/// gRPC (and gRPC-Web, once translated) calls say so in their content type; anything else
+/// is a plain HTTP request.
+fn is_grpc(headers: &HeaderMap) -> bool {
+    headers.get(CONTENT_TYPE).is_some_and(|value| value.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The method label for a plain HTTP request: its route, or `other`.
+fn route_label(method: &Method, path: &str) -> &'static str {
+    crate::http::ROUTES
+        .iter()
+        .copied()
+        .find(|route| route.split_once(' ').is_some_and(|(m, p)| m == method.as_str() && p == path))
+        .unwrap_or(OTHER_METHOD)
+}
+
+/// The code label for a plain HTTP response: the statuses the server gives by number,
+/// any other by class, so that the label set stays small.
+fn http_code(status: StatusCode) -> &'static str {
+    const NAMED: &[&str] = &["200", "400", "401", "404", "405", "413", "429", "499", "500", "501", "503", "504"];
+    let class = match status.as_u16() / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    };
+    NAMED.iter().copied().find(|named| *named == status.as_str()).unwrap_or(class)
+}
+
 /// The `grpc-status` in `headers`, by its canonical name.
 fn grpc_status(headers: &HeaderMap) -> Option<&'static str> {
     headers.get("grpc-status").map(|value| code_name(tonic::Code::from_bytes(value.as_bytes())))
 }
 
-fn code_name(code: tonic::Code) -> &'static str {
+/// The canonical name of a gRPC status code, as the metrics and the JSON errors write it.
+pub(crate) fn code_name(code: tonic::Code) -> &'static str {
     use tonic::Code;
     match code {
         Code::Ok => "OK",
@@ -354,7 +394,10 @@ where
     }
 
     fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
-        let call = Call::start(&self.telemetry, method_label(request.uri().path()));
+        let grpc = is_grpc(request.headers());
+        let method =
+            if grpc { method_label(request.uri().path()) } else { route_label(request.method(), request.uri().path()) };
+        let call = Call::start(&self.telemetry, method);
         let request_id = self.telemetry.request_id(request.headers());
         // The span shows the real path, which a bounded metrics label cannot; tracing
         // escapes it when printing.
@@ -367,7 +410,7 @@ where
         // Handlers read the id from the request metadata for their own logs: give them
         // the one we echo, and only that one.
         request.headers_mut().insert(REQUEST_ID_HEADER, request_id.clone());
-        ResponseFuture { inner: self.inner.call(request).instrument(span), call: Some(call), request_id }
+        ResponseFuture { inner: self.inner.call(request).instrument(span), call: Some(call), request_id, grpc }
     }
 }
 
@@ -378,6 +421,7 @@ pin_project! {
         inner: Instrumented<F>,
         call: Option<Call>,
         request_id: HeaderValue,
+        grpc: bool,
     }
 }
 
@@ -395,11 +439,14 @@ where
         let mut call = this.call.take();
         match outcome {
             Ok(mut response) => {
-                // A trailers-only response: its headers hold the final status.
-                if let Some(call) = call.as_mut()
-                    && let Some(code) = grpc_status(response.headers())
-                {
-                    call.code = Some(code);
+                if let Some(call) = call.as_mut() {
+                    if !*this.grpc {
+                        // A plain HTTP answer is settled by its status line.
+                        call.code = Some(http_code(response.status()));
+                    } else if let Some(code) = grpc_status(response.headers()) {
+                        // A trailers-only response: its headers hold the final status.
+                        call.code = Some(code);
+                    }
                 }
                 response.headers_mut().insert(REQUEST_ID_HEADER, this.request_id.clone());
                 let span = this.inner.span().clone();
@@ -759,6 +806,12 @@ mod tests {
             "/topics.v1.TopicClassifier/Classify" => Ok(Response::new(body(trailers("3")))),
             "/topics.v1.TopicClassifier/ClassifyBatch" => Err(tonic::Status::unavailable("down").into()),
             "/topics.v1.TopicClassifier/GetModelInfo" => Ok(Response::new(body(None))),
+            "/v1/classify" => {
+                let mut response = Response::new(body(None));
+                *response.status_mut() = StatusCode::BAD_REQUEST;
+                Ok(response)
+            }
+            "/healthz" | "/nowhere" => Ok(Response::new(body(None))),
             _ => Err("not a gRPC error".into()),
         }
     }
@@ -771,6 +824,7 @@ mod tests {
     fn request(path: &str, id: Option<HeaderValue>) -> Request<()> {
         let mut request = Request::new(());
         *request.uri_mut() = path.parse().expect("a path");
+        request.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
         if let Some(id) = id {
             request.headers_mut().insert(REQUEST_ID_HEADER, id);
         }
@@ -807,6 +861,36 @@ mod tests {
         )
         .await;
         assert!(!text.contains("CANCELLED"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn plain_http_requests_count_by_route_and_http_status() {
+        let _spans = record_spans();
+        let telemetry = Telemetry::new();
+        let service = telemetry.layer().layer(tower::service_fn(routes));
+        let plain = |method: Method, path: &str| {
+            let mut request = Request::new(());
+            *request.method_mut() = method;
+            *request.uri_mut() = path.parse().expect("a path");
+            request
+        };
+        for request in
+            [plain(Method::POST, "/v1/classify"), plain(Method::GET, "/healthz"), plain(Method::GET, "/nowhere")]
+        {
+            let response = service.clone().oneshot(request).await.expect("a response");
+            response.into_body().collect().await.expect("the body");
+        }
+        let text = exposition_with(
+            &telemetry,
+            &[
+                r#"topics_grpc_requests_total{method="POST /v1/classify",code="400"} 1"#,
+                r#"topics_grpc_requests_total{method="GET /healthz",code="200"} 1"#,
+                r#"topics_grpc_requests_total{method="other",code="200"} 1"#,
+                "topics_grpc_requests_in_flight 0",
+            ],
+        )
+        .await;
+        assert!(!text.contains("UNKNOWN"), "{text}");
     }
 
     #[tokio::test]

@@ -262,7 +262,9 @@ async fn metrics_count_calls_by_method_and_code_and_documents_by_label() {
     assert_eq!(sample(&page, &format!("topics_model_info{{version=\"{}\"}}", info.version)), 1.0, "{page}");
     assert!(http_get(server.metrics_addr(), "/nothing").await.starts_with("HTTP/1.1 404"));
 
-    // JSON log lines carry the request id of the call they belong to.
+    // JSON log lines carry the request id of the call they belong to. The log arrives
+    // through a pipe read by another thread: on a busy machine it can lag the answers.
+    server.wait_for_log("trace-me-42", Duration::from_secs(10)).await;
     let log = server.log();
     let line = log
         .lines()
