@@ -3,6 +3,7 @@
 
 use std::ops::Range;
 
+use crate::bag::Bag;
 use crate::explain::{self, Contribution};
 use crate::model::NONE;
 use crate::model::{Model, Prediction};
@@ -45,43 +46,43 @@ impl Model {
     /// segment's features are the occurrences that lie wholly inside it, which is what
     /// reading the segment alone would give.
     pub fn classify(&self, text: &str, options: Options) -> Classification {
-        let mut occurrences: Vec<(u32, Range<usize>)> = Vec::new();
-        self.vectorizer().for_each_feature(text, |feature, span| occurrences.push((feature, span)));
-        let mut hits: Vec<u32> = occurrences.iter().map(|(feature, _)| *feature).collect();
-        let features = self.vectorizer().weigh(&mut hits);
-        let prediction = self.score(&features);
-
         let ranges = segment::split(text);
-        let segments: Vec<SegmentPrediction> = match ranges.as_slice() {
-            // One segment is the whole text: no need to classify it twice.
-            [] | [_] => {
-                ranges.into_iter().map(|range| SegmentPrediction { range, prediction: prediction.clone() }).collect()
+        // One segment is the whole text: no need to classify it twice.
+        let mut per_segment: Vec<Vec<u32>> = vec![Vec::new(); if ranges.len() > 1 { ranges.len() } else { 0 }];
+        let mut locate = SegmentCursor::new(&ranges);
+        // Only an explanation needs to know where each feature occurred.
+        let mut occurrences: Vec<(u32, Range<usize>)> = Vec::new();
+        // News has about two distinct features per byte of text.
+        let mut bag = Bag::with_capacity(text.len().saturating_mul(2).min(self.vectorizer().vocabulary_size()));
+        self.vectorizer().for_each_feature(text, |feature, span| {
+            bag.add(feature);
+            if let Some(features) = locate.segment_of(&span).and_then(|k| per_segment.get_mut(k)) {
+                features.push(feature);
             }
-            _ => {
-                // Segments are disjoint and in text order: an occurrence belongs to the
-                // segment its span starts in, provided it also ends there.
-                let mut per_segment: Vec<Vec<u32>> = vec![Vec::new(); ranges.len()];
-                for (feature, span) in &occurrences {
-                    let k = ranges.partition_point(|range| range.end <= span.start);
-                    if let Some(range) = ranges.get(k)
-                        && range.start <= span.start
-                        && span.end <= range.end
-                    {
-                        per_segment[k].push(*feature);
-                    }
-                }
-                ranges
-                    .into_iter()
-                    .zip(per_segment)
-                    .map(|(range, mut hits)| {
-                        let prediction = self.score(&self.vectorizer().weigh(&mut hits));
-                        SegmentPrediction { range, prediction }
-                    })
-                    .collect()
+            if options.explain > 0 {
+                occurrences.push((feature, span));
             }
+        });
+        let prediction = self.score_bag(&bag);
+        let explanation = match options.explain {
+            0 => Vec::new(),
+            n => explain::explain(self, text, &occurrences, &self.vectorizer().row(&bag), n),
+        };
+
+        let segments: Vec<SegmentPrediction> = if per_segment.is_empty() {
+            ranges.into_iter().map(|range| SegmentPrediction { range, prediction: prediction.clone() }).collect()
+        } else {
+            ranges
+                .into_iter()
+                .zip(per_segment)
+                .map(|(range, features)| {
+                    bag.clear(features.len().min(self.vectorizer().vocabulary_size()));
+                    features.iter().for_each(|&feature| bag.add(feature));
+                    SegmentPrediction { range, prediction: self.score_bag(&bag) }
+                })
+                .collect()
         };
         let labels = self.covered_labels(&prediction, &segments);
-        let explanation = explain::explain(self, text, &occurrences, &features, options.explain);
         Classification {
             prediction,
             labels,
@@ -112,6 +113,33 @@ impl Model {
         others.sort_by(|&a, &b| share[b].total_cmp(&share[a]).then(a.cmp(&b)));
         labels.extend(others);
         labels
+    }
+}
+
+/// Finds the segment an occurrence belongs to: the one its span starts in, provided it
+/// also ends there. Segments are disjoint and in text order.
+struct SegmentCursor<'a> {
+    ranges: &'a [Range<usize>],
+    /// Where the previous occurrence was found.
+    at: usize,
+}
+
+impl<'a> SegmentCursor<'a> {
+    fn new(ranges: &'a [Range<usize>]) -> Self {
+        Self { ranges, at: 0 }
+    }
+
+    fn segment_of(&mut self, span: &Range<usize>) -> Option<usize> {
+        // Occurrences come almost in text order: step forward from the previous one's
+        // segment, and search only where the order breaks.
+        if self.ranges.get(self.at).is_none_or(|range| range.start > span.start) {
+            self.at = self.ranges.partition_point(|range| range.end <= span.start);
+        }
+        while self.ranges.get(self.at).is_some_and(|range| range.end <= span.start) {
+            self.at += 1;
+        }
+        let range = self.ranges.get(self.at)?;
+        (range.start <= span.start && span.end <= range.end).then_some(self.at)
     }
 }
 

@@ -14,6 +14,7 @@
 //! all of this.
 
 pub mod analyzer;
+pub mod bag;
 pub mod auth;
 pub mod bulk;
 pub mod classifier;

@@ -16,6 +16,7 @@ use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
 use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK, Hashed, term_hash};
+use crate::bag::Bag;
 use crate::gram_memo;
 
 /// How terms are extracted and weighted; stored in the model so that serving
@@ -212,30 +213,42 @@ impl TfIdf {
     /// The TF-IDF row of `text`: only the features it contains, each family L2-normalized.
     /// A text with no known term gives an empty vector.
     pub fn transform(&self, text: &str) -> SparseVector {
-        let mut hits: Vec<u32> = Vec::new();
-        self.for_each_feature(text, |feature, _| hits.push(feature));
-        self.weigh(&mut hits)
+        let mut bag = Bag::default();
+        self.for_each_feature(text, |feature, _| bag.add(feature));
+        self.row(&bag)
     }
 
-    /// The TF-IDF row of a bag of feature occurrences, one entry per occurrence (sorted
-    /// in place): the row of any stretch of a text, from the text's occurrences alone.
-    pub fn weigh(&self, hits: &mut [u32]) -> SparseVector {
-        sort_feature_ids(hits, self.vocabulary_size());
-        let mut vector =
-            SparseVector { indices: Vec::with_capacity(hits.len()), values: Vec::with_capacity(hits.len()) };
-        let mut rest = &*hits;
-        while let Some(&feature) = rest.first() {
-            let count = rest.iter().take_while(|&&f| f == feature).count();
-            rest = &rest[count..];
-            let tf = if self.settings.sublinear_tf { 1.0 + (count as f32).ln() } else { count as f32 };
-            vector.indices.push(feature);
-            vector.values.push(tf * self.idf[feature as usize]);
-        }
-        let split = vector.indices.partition_point(|&i| (i as usize) < self.first_char_feature);
-        let (words, chars) = vector.values.split_at_mut(split);
+    /// The TF-IDF row of counted features: each family L2-normalized, in feature order.
+    pub fn row(&self, bag: &Bag) -> SparseVector {
+        let mut counted: Vec<(u32, u32)> = bag.iter().collect();
+        counted.sort_unstable();
+        let (indices, mut values): (Vec<u32>, Vec<f32>) =
+            counted.into_iter().map(|(feature, count)| (feature, self.weight(feature, count))).unzip();
+        let split = indices.partition_point(|&i| (i as usize) < self.first_char_feature);
+        let (words, chars) = values.split_at_mut(split);
         normalize(words);
         normalize(chars);
-        vector
+        SparseVector { indices, values }
+    }
+
+    /// Which family `feature` belongs to: 0 for word n-grams, 1 for character n-grams.
+    /// Each family is L2-normalized on its own.
+    pub fn family(&self, feature: u32) -> usize {
+        usize::from(feature as usize >= self.first_char_feature)
+    }
+
+    /// The term-frequency factor of a feature counted `count` times.
+    pub fn tf(&self, count: u32) -> f32 {
+        // ln(1) is 0: the common single occurrence needs no logarithm.
+        match count {
+            1 => 1.0,
+            _ if self.settings.sublinear_tf => 1.0 + (count as f32).ln(),
+            _ => count as f32,
+        }
+    }
+
+    fn weight(&self, feature: u32, count: u32) -> f32 {
+        self.tf(count) * self.idf[feature as usize]
     }
 
     /// Stacks sparse rows into the dense matrix linfa's solvers take for training.
@@ -247,44 +260,6 @@ impl TfIdf {
             }
         }
         dense
-    }
-}
-
-/// Sorts feature indices below `vocabulary`. Weighing sorts every document's occurrences
-/// (thousands of them for a page of text), so it uses a radix sort a byte at a time, over
-/// only as many bytes as the vocabulary needs: two passes for up to 65,536 features,
-/// several times faster there than a comparison sort.
-fn sort_feature_ids(ids: &mut [u32], vocabulary: usize) {
-    const SMALL: usize = 64;
-    if ids.len() <= SMALL {
-        ids.sort_unstable();
-        return;
-    }
-    let bits = usize::BITS - vocabulary.saturating_sub(1).leading_zeros();
-    let passes = bits.div_ceil(8).max(1);
-    let mut scratch = vec![0u32; ids.len()];
-    for pass in 0..passes {
-        let shift = pass * 8;
-        // Even passes move ids into the scratch buffer, odd passes back.
-        let (from, to): (&[u32], &mut [u32]) =
-            if pass % 2 == 0 { (&*ids, &mut scratch) } else { (&scratch, &mut *ids) };
-        let digit = |id: u32| ((id >> shift) & 0xff) as usize;
-        let mut starts = [0usize; 256];
-        for &id in from {
-            starts[digit(id)] += 1;
-        }
-        let mut next = 0;
-        for start in starts.iter_mut() {
-            (*start, next) = (next, next + *start);
-        }
-        for &id in from {
-            let slot = &mut starts[digit(id)];
-            to[*slot] = id;
-            *slot += 1;
-        }
-    }
-    if passes % 2 == 1 {
-        ids.copy_from_slice(&scratch);
     }
 }
 
@@ -409,23 +384,6 @@ pub(crate) mod tests {
             assert_eq!(got, expected);
         }
         assert!(expected.len() > 50);
-    }
-
-    #[test]
-    fn radix_sort_sorts_like_a_comparison_sort() {
-        let mut state = 7u64;
-        for (vocabulary, length) in [(1, 100), (200, 65), (40_000, 3_000), (70_000, 1_000), (1 << 24, 500)] {
-            let mut ids: Vec<u32> = (0..length)
-                .map(|_| {
-                    state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-                    ((state >> 33) % vocabulary as u64) as u32
-                })
-                .collect();
-            let mut expected = ids.clone();
-            expected.sort_unstable();
-            sort_feature_ids(&mut ids, vocabulary);
-            assert_eq!(ids, expected, "vocabulary {vocabulary}");
-        }
     }
 
     #[test]
