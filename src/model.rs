@@ -226,21 +226,25 @@ impl Model {
         let classes = self.labels.len();
         let stride = scoring_stride(classes);
         // Per family, the dot product with each label's weights, then in the last lane the
-        // sum of squared weights.
+        // sum of squared weights; a register's width of lanes at a time, so that the sums
+        // stay in registers (one pass over the bag for up to seven labels).
         let mut sums = vec![0.0f32; 2 * stride];
-        for (feature, count) in bag.iter() {
-            let row = &self.scoring[feature as usize * stride..(feature as usize + 1) * stride];
-            let family = self.vectorizer.family(feature);
-            let sums = &mut sums[family * stride..(family + 1) * stride];
-            let tf = self.vectorizer.tf(count);
-            // Fixed-width chunks, so that the compiler keeps them in vector registers.
-            for (sums, row) in sums.chunks_exact_mut(LANES).zip(row.chunks_exact(LANES)) {
+        for lanes in (0..stride).step_by(LANES) {
+            let mut partial = [[0.0f32; LANES]; 2];
+            for (feature, count) in bag.iter() {
+                let start = feature as usize * stride + lanes;
+                let row = &self.scoring[start..start + LANES];
+                let tf = self.vectorizer.tf(count);
+                let partial = &mut partial[self.vectorizer.family(feature)];
                 for lane in 0..LANES {
-                    sums[lane] += tf * row[lane];
+                    partial[lane] += tf * row[lane];
+                }
+                if count > 1 && lanes + LANES == stride {
+                    partial[LANES - 1] += (tf * tf - tf) * row[LANES - 1];
                 }
             }
-            if count > 1 {
-                sums[stride - 1] += (tf * tf - tf) * row[stride - 1];
+            for (family, partial) in partial.iter().enumerate() {
+                sums[family * stride + lanes..family * stride + lanes + LANES].copy_from_slice(partial);
             }
         }
         let mut scores = self.layer.intercept.to_vec();
