@@ -31,7 +31,9 @@ if [ -z "${PY:-}" ]; then
 fi
 
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-bin="$repo/target/release/topics"
+target_dir="${CARGO_TARGET_DIR:-$repo/target}"
+case "$target_dir" in /*) ;; *) target_dir="$repo/$target_dir" ;; esac
+bin="$target_dir/release/topics"
 seed="$repo/models/corpus/seed.jsonl"
 
 # Request bodies: field 1 of both services' requests is the text.
