@@ -99,6 +99,46 @@ impl From<crate::auth::AuthError> for Status {
     }
 }
 
+/// Restates a refusal the gRPC transport made before our code saw the request, so that
+/// its code follows the gRPC status-code guide and its message says what to change:
+/// a message over the size limit is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE), a body
+/// that is not a protobuf message of the method's type or that breaks off inside a
+/// message is INVALID_ARGUMENT, and a unary call without a message is UNIMPLEMENTED (a
+/// cardinality violation); tonic says INTERNAL for the last three, which reads as a bug of
+/// ours on dashboards and in alerts. Everything else is left as it is: an encoding we do
+/// not accept is already UNIMPLEMENTED, and a compressed flag without an encoding stays
+/// INTERNAL, as the compression spec requires. `None` when there is nothing to restate.
+pub fn restate_transport_status(status: &Status) -> Option<Status> {
+    let message = status.message();
+    match status.code() {
+        tonic::Code::OutOfRange if message.starts_with("Error, decoded message length too large") => {
+            // tonic's message: "... found {len} bytes, the limit is: {limit} bytes".
+            let number_after = |marker: &str| {
+                let rest = &message[message.find(marker)? + marker.len()..];
+                rest.split_whitespace().next()?.parse::<u64>().ok()
+            };
+            let size = number_after("found ").map(|n| format!(" of {n} bytes")).unwrap_or_default();
+            let limit = number_after("limit is: ").map(|n| format!(" of {n} bytes")).unwrap_or_default();
+            Some(Status::resource_exhausted(format!(
+                "the request message{size} is over the server's message limit{limit}; send shorter texts or fewer documents per call"
+            )))
+        }
+        tonic::Code::Internal if message.starts_with("failed to decode Protobuf message") => {
+            let detail = message.trim_start_matches("failed to decode Protobuf message").trim_start_matches(": ");
+            Some(Status::invalid_argument(format!("the request is not a valid topics.v1 request message: {detail}")))
+        }
+        tonic::Code::Internal if message.starts_with("Unexpected EOF decoding stream") => {
+            Some(Status::invalid_argument(
+                "the request body ended inside a message: its length prefix promises more bytes than were sent",
+            ))
+        }
+        tonic::Code::Internal if message.starts_with("Missing request message") => {
+            Some(Status::unimplemented("this method takes exactly one request message, and none was sent"))
+        }
+        _ => None,
+    }
+}
+
 fn overloaded(limit: usize) -> Status {
     Status::resource_exhausted(format!(
         "the server is at its limit of {limit} concurrent requests; retry later or on another replica"
@@ -375,7 +415,9 @@ impl TopicClassifier for ClassifierService {
                 // Reading waits for room to answer: `send` below blocks while the buffer
                 // is full, and nothing more is read until it returns.
                 while let Some(document) = tokio::select! {
-                    next = inbound.message() => next?,
+                    next = inbound.message() => next.map_err(|status| {
+                        restate_transport_status(&status).unwrap_or(status)
+                    })?,
                     () = answers.closed() => None,
                 } {
                     service
