@@ -404,3 +404,73 @@ async fn request_spans_reach_an_otlp_collector_inside_the_callers_trace() {
     let joined = joined.unwrap_or_else(|| panic!("no request span in the caller's trace among {spans:?}\n{log}"));
     assert_eq!(hex(&joined.parent_span_id), parent_id);
 }
+
+/// Runs `topics serve` expecting it to refuse to start; returns its standard error.
+fn refused_start(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_topics"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+        .arg(model)
+        .args(extra)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the topics binary");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("poll the server").is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started instead of refusing {model:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("the server's output");
+    assert_eq!(output.status.code(), Some(1));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn expected_labels_and_checksums_guard_every_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let three_labels = small_model(dir.path(), "three-labels");
+    let flipped = dir.path().join("flipped.model");
+    let mut bytes = std::fs::read(repo_path("models/topics.model")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&flipped, bytes).unwrap();
+    let four = "[diplomacy, humanitarian, none, security]";
+    let three = "[diplomacy, humanitarian, security]";
+
+    // At start-up, from the flag or from the environment.
+    let expect = ["--expect-labels", "diplomacy,security,humanitarian,none"];
+    let stderr = refused_start(&three_labels, &expect, &[]);
+    assert!(stderr.contains(four) && stderr.contains(three) && stderr.contains("missing: none"), "{stderr}");
+    let stderr = refused_start(&three_labels, &[], &[("TOPICS_EXPECT_LABELS", "none,diplomacy,security,humanitarian")]);
+    assert!(stderr.contains(four) && stderr.contains(three), "{stderr}");
+    let stderr = refused_start(&flipped, &expect, &[]);
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // On reload: each refusal says why, and the old model keeps serving.
+    let server = TestServer::start(&expect);
+    let mut client = server.client().await;
+    let original = version(&mut client).await;
+    let reload = |path: &Path| ReloadModelRequest { path: path.display().to_string() };
+
+    let refused = client.reload_model(reload(&three_labels)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let message = refused.message();
+    assert!(message.contains(four) && message.contains(three) && message.contains("keeps serving"), "{message}");
+    assert_eq!(version(&mut client).await, original);
+
+    let refused = client.reload_model(reload(&flipped)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("checksum mismatch"), "{}", refused.message());
+    let answer = client.classify(request(seed_article())).await.unwrap().into_inner();
+    assert_eq!((answer.label.as_str(), answer.model_version), ("security", original.clone()));
+
+    let info = client.reload_model(ReloadModelRequest::default()).await.unwrap().into_inner();
+    assert_eq!(info.version, original, "the served file, with the expected labels, reloads");
+}
