@@ -336,12 +336,31 @@ async fn tls_and_api_keys_let_in_only_keyed_calls_but_keep_health_open() {
     let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(status.status(), ServingStatus::Serving, "probes need no key");
 
-    // Plaintext gRPC to a TLS port fails.
-    let plaintext = Channel::from_shared(server.endpoint()).unwrap().connect().await;
-    if let Ok(plaintext) = plaintext {
-        let status = TopicClassifierClient::new(plaintext).classify(with_key(request("text"), API_KEY)).await;
+    // Plaintext gRPC to a TLS port fails, at the handshake or at the call.
+    let endpoint = Channel::from_shared(server.endpoint()).unwrap().connect_timeout(Duration::from_secs(10));
+    if let Ok(plaintext) = tokio::time::timeout(Duration::from_secs(20), endpoint.connect()).await.expect("in time") {
+        let mut plaintext = TopicClassifierClient::new(plaintext);
+        let call = plaintext.classify(with_key(request("text"), API_KEY));
+        let status = tokio::time::timeout(Duration::from_secs(20), call).await.expect("in time");
         assert!(status.is_err(), "a plaintext call went through");
     }
+    // So does plaintext HTTP/1.1, the keyed route and the open probe alike.
+    for request_line in ["GET /healthz HTTP/1.1", "POST /v1/classify HTTP/1.1"] {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let request = format!(
+            "{request_line}\r\nHost: localhost\r\nAuthorization: Bearer {API_KEY}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut answer)).await.expect("in time");
+        assert!(
+            !answer.starts_with(b"HTTP/1.1"),
+            "{request_line} over plaintext got {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let answer = client.classify(with_key(request("Aid reached the camp."), API_KEY)).await;
+    assert!(answer.is_ok(), "TLS calls are still served after plaintext attempts: {answer:?}");
 
     assert!(!server.log().contains(API_KEY), "the key reached the log");
 }
@@ -473,4 +492,39 @@ async fn expected_labels_and_checksums_guard_every_load() {
 
     let info = client.reload_model(ReloadModelRequest::default()).await.unwrap().into_inner();
     assert_eq!(info.version, original, "the served file, with the expected labels, reloads");
+}
+
+#[tokio::test]
+async fn neither_keys_nor_texts_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("api-keys");
+    let key = "log-secret-key-7f3a9c2e81d4";
+    let wrong_key = "log-wrong-key-b6e0d5a3f912";
+    std::fs::write(&keys, format!("{key}\n")).unwrap();
+    let text = "Zanzibarquokka envoys met over the Qwertyvale ceasefire.";
+    let arabic = "وفد زنجبارقوقا يلتقي في قويرتيفال";
+    let server = TestServer::start(&["--api-key-file", keys.to_str().unwrap(), "--max-text-bytes", "200"]);
+    let mut client = server.client().await;
+
+    client.classify(with_key(request(text), key)).await.expect("a keyed call");
+    let batch = ClassifyBatchRequest { documents: vec![request(text), request(arabic)] };
+    client.classify_batch(with_key(batch, key)).await.expect("a keyed batch");
+    let refused = client.classify(with_key(request(text), wrong_key)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let long = format!("{text} {}", arabic.repeat(10));
+    let refused = client.classify(with_key(request(long), key)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let frame = grpc_frame(&request(text));
+    let bearer = format!("Bearer {wrong_key}");
+    let answer =
+        raw_grpc_call(server.addr, "/topics.v1.TopicClassifier/Classify", &[("authorization", &bearer)], frame, true)
+            .await;
+    assert_eq!(answer.status.as_deref(), Some("16"), "{answer:?}");
+
+    // The log is being captured: the start-up line is there.
+    let log = server.log();
+    assert!(log.contains("serving topics.v1.TopicClassifier"), "{log}");
+    for secret in [key, wrong_key, "Zanzibarquokka", "Qwertyvale", "زنجبارقوقا"] {
+        assert!(!log.contains(secret), "{secret:?} reached the info-level log:\n{log}");
+    }
 }
