@@ -232,6 +232,12 @@ fn raw_text_field(bytes: &[u8]) -> Vec<u8> {
     message
 }
 
+/// What a hand-made call is, its body and extra headers, and the status and message part it must get.
+type RawCase<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, Code, &'a str);
+
+/// What a JSON call is, its content-type and body, and the HTTP status, code and message part it must get.
+type JsonCase<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str, String);
+
 fn frame(flag: u8, declared: u32, payload: &[u8]) -> Vec<u8> {
     let mut frame = vec![flag];
     frame.extend_from_slice(&declared.to_be_bytes());
@@ -282,7 +288,7 @@ async fn malformed_frames_get_defined_statuses() {
 
     let over_limit = format!("limit of {MESSAGE_LIMIT} bytes");
     let invalid_utf8 = raw_text_field(&[b'a', 0xC3, 0x28, 0xFF, b'z']);
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, Code, &str)> = vec![
+    let cases: Vec<RawCase> = vec![
         (
             "invalid UTF-8 in the text field",
             frame(0, invalid_utf8.len() as u32, &invalid_utf8),
@@ -376,7 +382,7 @@ async fn the_json_api_maps_bad_input_to_the_same_refusals() {
     let json = Some("application/json");
     let body = |text: &str| serde_json::to_vec(&serde_json::json!({ "text": text })).unwrap();
 
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str, String)> = vec![
+    let cases: Vec<JsonCase> = vec![
         ("empty text", json, body(""), 400, "INVALID_ARGUMENT", "text is empty or only white space".into()),
         ("invisible text", json, body("\u{00A0}\u{200B}\u{202E}"), 400, "INVALID_ARGUMENT", "empty".into()),
         (
