@@ -561,6 +561,48 @@ mod tests {
     }
 
     #[test]
+    fn transport_refusals_are_restated_and_ours_are_left_alone() {
+        let restated = |status: Status| restate_transport_status(&status).map(|s| (s.code(), s.message().to_string()));
+        let oversize = Status::out_of_range(
+            "Error, decoded message length too large: found 4195339 bytes, the limit is: 4194304 bytes",
+        );
+        assert_eq!(
+            restated(oversize),
+            Some((
+                tonic::Code::ResourceExhausted,
+                "the request message of 4195339 bytes is over the server's message limit of 4194304 bytes; \
+                 send shorter texts or fewer documents per call"
+                    .to_string()
+            ))
+        );
+        let undecodable =
+            Status::internal("failed to decode Protobuf message: ClassifyRequest.text: invalid string value");
+        let (code, message) = restated(undecodable).unwrap();
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert_eq!(
+            message,
+            "the request is not a valid topics.v1 request message: ClassifyRequest.text: invalid string value"
+        );
+        assert_eq!(
+            restated(Status::internal("Unexpected EOF decoding stream.")).unwrap().0,
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(restated(Status::internal("Missing request message.")).unwrap().0, tonic::Code::Unimplemented);
+
+        for left in [
+            Status::internal("classification task failed: panicked"),
+            Status::internal(
+                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+            ),
+            Status::unimplemented("Content is compressed with `snappy` which isn't supported"),
+            overloaded(4),
+            Status::from(RequestError::BlankText),
+        ] {
+            assert!(restate_transport_status(&left).is_none(), "{left:?}");
+        }
+    }
+
+    #[test]
     fn language_hints_must_be_tags() {
         let limits = Limits::default();
         let hinted =
