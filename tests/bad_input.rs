@@ -376,7 +376,16 @@ async fn post(addr: std::net::SocketAddr, path: &str, content_type: Option<&str>
 
 #[tokio::test]
 async fn the_json_api_maps_bad_input_to_the_same_refusals() {
-    let server = server();
+    // Small limits: a body far over the limit is refused from its length before it is
+    // read, and the connection closed; a client still writing a large body would see a
+    // broken pipe instead of the answer.
+    let (text_limit, body_limit) = (1000, 70_000);
+    let server = TestServer::start(&[
+        "--max-text-bytes",
+        &text_limit.to_string(),
+        "--max-message-bytes",
+        &body_limit.to_string(),
+    ]);
     let background = Background::start(&server).await;
     let addr = server.addr;
     let json = Some("application/json");
@@ -388,18 +397,18 @@ async fn the_json_api_maps_bad_input_to_the_same_refusals() {
         (
             "text over the limit",
             json,
-            body(&"x".repeat(TEXT_LIMIT + 1)),
+            body(&"x".repeat(text_limit + 1)),
             400,
             "INVALID_ARGUMENT",
-            format!("over the limit of {TEXT_LIMIT} bytes"),
+            format!("over the limit of {text_limit} bytes"),
         ),
         (
             "body over the message limit",
             json,
-            body(&"x".repeat(MESSAGE_LIMIT)),
+            body(&"x".repeat(body_limit + 10_000)),
             413,
             "OUT_OF_RANGE",
-            format!("limit of {MESSAGE_LIMIT} bytes"),
+            format!("limit of {body_limit} bytes"),
         ),
         ("invalid JSON", json, b"{\"text\": ".to_vec(), 400, "INVALID_ARGUMENT", "not a valid request".into()),
         (
