@@ -47,10 +47,21 @@ pub enum CorpusError {
 impl Corpus {
     /// Reads every path in order; a directory contributes its `*.jsonl` files in name order.
     pub fn read(paths: &[PathBuf]) -> Result<Self, CorpusError> {
+        Self::read_checked(paths, None)
+    }
+
+    /// Like [`Corpus::read`], also refusing, with its file and line, a document that
+    /// carries a label outside `allowed`: a misspelt label would otherwise train a topic
+    /// of its own.
+    pub fn read_with_labels(paths: &[PathBuf], allowed: &[String]) -> Result<Self, CorpusError> {
+        Self::read_checked(paths, Some(allowed))
+    }
+
+    fn read_checked(paths: &[PathBuf], allowed: Option<&[String]>) -> Result<Self, CorpusError> {
         let mut documents = Vec::new();
         let mut ids = HashSet::new();
         for path in expand(paths)? {
-            read_file(&path, &mut documents, &mut ids)?;
+            read_file(&path, allowed, &mut documents, &mut ids)?;
         }
         if documents.is_empty() {
             return Err(CorpusError::Empty);
@@ -85,7 +96,12 @@ fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CorpusError> {
     Ok(files)
 }
 
-fn read_file(path: &Path, documents: &mut Vec<Document>, ids: &mut HashSet<String>) -> Result<(), CorpusError> {
+fn read_file(
+    path: &Path,
+    allowed: Option<&[String]>,
+    documents: &mut Vec<Document>,
+    ids: &mut HashSet<String>,
+) -> Result<(), CorpusError> {
     let io_error = |source| CorpusError::Io { path: path.to_owned(), source };
     let reader = BufReader::new(std::fs::File::open(path).map_err(io_error)?);
     for (index, line) in reader.lines().enumerate() {
@@ -100,6 +116,15 @@ fn read_file(path: &Path, documents: &mut Vec<Document>, ids: &mut HashSet<Strin
         }
         let document: Document = serde_json::from_str(&line).map_err(|e| invalid(e.to_string()))?;
         check(&document).map_err(invalid)?;
+        if let Some(allowed) = allowed
+            && let Some(label) = document.labels.iter().find(|l| !allowed.contains(l))
+        {
+            return Err(invalid(format!(
+                "document {:?} has the unknown label {label:?}; the allowed labels are {}",
+                document.id,
+                allowed.join(", ")
+            )));
+        }
         if !ids.insert(document.id.clone()) {
             return Err(invalid(format!("duplicate id {:?}", document.id)));
         }
@@ -209,8 +234,35 @@ mod tests {
             assert!(err.contains(":2:") && err.contains(expected), "{line}: {err}");
         }
         let path = write(dir.path(), "dup.jsonl", &format!("{TWO}{}\n", TWO.lines().next().unwrap()));
-        assert!(Corpus::read(&[path]).unwrap_err().to_string().contains("duplicate id"));
+        let err = Corpus::read(&[path]).unwrap_err().to_string();
+        assert!(err.ends_with("dup.jsonl:4: duplicate id \"a\""), "{err}");
         let empty = tempfile::tempdir().unwrap();
         assert!(matches!(Corpus::read(&[empty.path().to_owned()]), Err(CorpusError::NoFiles(_))));
+    }
+
+    #[test]
+    fn blank_texts_are_refused_whatever_spaces_they_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, text) in ["", " ", "\\n\\t", "\\u00a0\\u3000", "\\u200b\\ufeff"].iter().enumerate() {
+            let line = format!(r#"{{"id": "x", "lang": "en", "text": "{text}", "labels": ["security"]}}"#);
+            let path = write(dir.path(), &format!("blank{i}.jsonl"), &format!("{TWO}{line}\n"));
+            let err = Corpus::read(&[path]).unwrap_err().to_string();
+            assert!(err.contains(&format!("blank{i}.jsonl:4: document \"x\" has an empty text")), "{text:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn labels_outside_the_allowed_set_are_refused_with_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let allowed: Vec<String> = ["security", "humanitarian"].map(String::from).to_vec();
+        let good = write(dir.path(), "good.jsonl", TWO);
+        assert_eq!(Corpus::read_with_labels(std::slice::from_ref(&good), &allowed).unwrap().documents.len(), 2);
+
+        let misspelt = TWO.replace("\"humanitarian\"", "\"humanitrian\"");
+        let path = write(dir.path(), "misspelt.jsonl", &misspelt);
+        let err = Corpus::read_with_labels(std::slice::from_ref(&path), &allowed).unwrap_err().to_string();
+        assert!(err.contains("misspelt.jsonl:3: document \"b\" has the unknown label \"humanitrian\""), "{err}");
+        assert!(err.contains("security, humanitarian"), "{err}");
+        assert!(Corpus::read(&[path]).is_ok(), "reading without a label set takes any label");
     }
 }

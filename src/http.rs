@@ -103,6 +103,7 @@ impl HttpApi {
     /// `grpc-timeout`) to the service, as a gRPC call would.
     async fn call<M: DeserializeOwned>(&self, request: Request) -> Result<tonic::Request<M>, Status> {
         self.authorize(request.headers())?;
+        check_content_type(request.headers())?;
         let (parts, body) = request.into_parts();
         let limit = self.max_body_bytes;
         let too_large = || Status::out_of_range(format!("the request body is over the limit of {limit} bytes"));
@@ -118,6 +119,21 @@ impl HttpApi {
         let message = serde_json::from_slice::<M>(&bytes)
             .map_err(|error| Status::invalid_argument(format!("the body is not a valid request: {error}")))?;
         Ok(tonic::Request::from_http(http::Request::from_parts(parts, message)))
+    }
+}
+
+/// Refuses a body declared as something other than JSON, before reading it. No
+/// content-type, and the form type `curl -d` sends by default, are read as JSON.
+fn check_content_type(headers: &http::HeaderMap) -> Result<(), Status> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let media_type = value.to_str().ok().and_then(|v| v.split(';').next()).map(|t| t.trim().to_ascii_lowercase());
+    match media_type.as_deref() {
+        Some("application/json" | "application/x-www-form-urlencoded") => Ok(()),
+        Some(other) if other.starts_with("application/") && other.ends_with("+json") => Ok(()),
+        _ => Err(Status::invalid_argument(format!(
+            "the body is declared as {:?}, not JSON; send content-type: application/json",
+            String::from_utf8_lossy(value.as_bytes())
+        ))),
     }
 }
 

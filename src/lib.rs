@@ -13,6 +13,8 @@
 //! files and [`report`] writes evaluation reports. The `topics` binary is a thin shell over
 //! all of this.
 
+#![forbid(unsafe_code)]
+
 pub mod analyzer;
 pub mod bag;
 pub mod auth;

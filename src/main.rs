@@ -1,6 +1,8 @@
 //! `topics`: serve, train and try the news-topic classifier from the command line.
 //! A thin shell over the library; the serving flags can also be set through environment variables.
 
+#![forbid(unsafe_code)]
+
 use std::fs::File;
 use std::io::{BufReader, BufWriter, IsTerminal, Read, Write};
 use std::net::SocketAddr;
@@ -22,7 +24,7 @@ use topics::corpus::Corpus;
 use topics::corpus_check::{CheckSettings, check};
 use topics::evaluate::evaluate;
 use topics::otel;
-use topics::reload::ServedModel;
+use topics::reload::{ExpectedLabels, ServedModel};
 use topics::report::Report;
 use topics::server::{ServerConfig, TlsIdentity, serve};
 use topics::service::{Limits, reload};
@@ -149,6 +151,10 @@ struct ServeArgs {
     /// `authorization: Bearer <key>`.
     #[arg(long, env = "TOPICS_API_KEY_FILE")]
     api_key_file: Option<PathBuf>,
+    /// Refuse any model, at start-up or on reload, whose label set is not exactly these
+    /// (comma-separated, any order), e.g. "diplomacy,security,humanitarian,none".
+    #[arg(long, env = "TOPICS_EXPECT_LABELS", value_delimiter = ',')]
+    expect_labels: Option<Vec<String>>,
     /// Send request spans over OTLP/gRPC to this collector (e.g. http://otel-collector:4317),
     /// joined to the caller's trace when calls carry a W3C `traceparent`.
     #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
@@ -160,6 +166,9 @@ struct TrainArgs {
     /// Corpus files, or directories of *.jsonl files.
     #[arg(long, env = "TOPICS_CORPUS", num_args = 1.., required = true)]
     corpus: Vec<PathBuf>,
+    /// Labels a document may carry; any other label is refused with its file and line.
+    #[arg(long, value_delimiter = ',', default_value = "diplomacy,security,humanitarian,none")]
+    allowed_labels: Vec<String>,
     /// Where to write the model file.
     #[arg(long, env = "TOPICS_OUT")]
     out: PathBuf,
@@ -364,8 +373,17 @@ fn serve_until_stopped(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> an
         api_keys,
     };
     config.validate()?;
+    let expected_labels = match &args.expect_labels {
+        Some(labels) => Some(ExpectedLabels::new(labels).context("--expect-labels names no labels")?),
+        None => None,
+    };
     let started = Instant::now();
-    let model = load_model(&args.model)?;
+    let model = Arc::new(load_model(&args.model)?);
+    let served = match expected_labels {
+        Some(expected) => ServedModel::expecting(Arc::clone(&model), args.model.clone(), expected)
+            .with_context(|| format!("model {} refused", args.model.display()))?,
+        None => ServedModel::new(Arc::clone(&model), args.model.clone()),
+    };
     let load_time = started.elapsed();
 
     runtime.block_on(async move {
@@ -393,7 +411,7 @@ fn serve_until_stopped(args: ServeArgs, runtime: &tokio::runtime::Runtime) -> an
             api_keys = config.api_keys.as_ref().map_or(0, |k| k.len()),
             "serving topics.v1.TopicClassifier"
         );
-        let served = Arc::new(ServedModel::new(Arc::new(model), args.model.clone()));
+        let served = Arc::new(served);
         tokio::spawn(reload_on_sighup(Arc::clone(&served), telemetry.clone()));
         serve(listener, served, telemetry, config, shutdown_signal).await?;
         tracing::info!("stopped");
@@ -484,7 +502,7 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         folds: args.folds,
         seed: args.seed,
     };
-    let corpus = Corpus::read(&args.corpus)?;
+    let corpus = Corpus::read_with_labels(&args.corpus, &args.allowed_labels)?;
     eprintln!(
         "read {} documents (digest {}); cross-validating {} candidate(s) on {} folds",
         corpus.documents.len(),

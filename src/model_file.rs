@@ -213,6 +213,26 @@ mod tests {
     }
 
     #[test]
+    fn any_flipped_bit_anywhere_in_the_file_is_refused() {
+        let bytes = encode(&model());
+        for index in 0..bytes.len() {
+            for bit in 0..8 {
+                let mut damaged = bytes.clone();
+                damaged[index] ^= 1 << bit;
+                let refused = decode(&damaged);
+                assert!(refused.is_err(), "byte {index} bit {bit} went unnoticed");
+                if index >= 20 {
+                    // Past the length field, only the checksum can notice.
+                    assert!(
+                        matches!(refused, Err(ModelFileError::ChecksumMismatch)),
+                        "byte {index} bit {bit}: {refused:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
     fn a_valid_checksum_over_an_inconsistent_payload_is_still_refused() {
         let good = model();
         let mut payload: Payload = postcard::from_bytes(&encode(&good)[HEADER_LEN..]).unwrap();

@@ -26,7 +26,7 @@ use crate::auth::{ApiKeys, Authorize};
 use crate::http::HttpApi;
 use crate::proto::topic_classifier_server::TopicClassifierServer;
 use crate::reload::ServedModel;
-use crate::service::{Arrival, ClassifierService, Limits};
+use crate::service::{Arrival, ClassifierService, Limits, restate_transport_status};
 use crate::telemetry::Telemetry;
 
 /// The fully-qualified name clients and probes use for our service.
@@ -42,7 +42,7 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Largest gRPC message accepted or sent, in bytes. Must exceed `limits.max_text_bytes`
     /// by [`MESSAGE_OVERHEAD_BYTES`], so that an over-long text reaches our own check and
-    /// its clear message; larger messages get OUT_OF_RANGE from the transport.
+    /// its clear message; larger messages get RESOURCE_EXHAUSTED from the transport.
     pub max_message_bytes: usize,
     /// How long shutdown waits for open calls (a stuck client, an endless health watch)
     /// before the server stops anyway.
@@ -206,6 +206,7 @@ pub async fn serve(
         .layer(tower_layer::layer_fn(GrpcWebOr::new))
         .layer(tower::util::MapRequestLayer::new(stamp_arrival))
         .layer(telemetry.layer())
+        .layer(tower::util::MapResponseLayer::new(restate_transport_refusal))
         .add_routes(routes)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), draining);
 
@@ -226,6 +227,21 @@ pub async fn serve(
 fn stamp_arrival<B>(mut request: http::Request<B>) -> http::Request<B> {
     request.extensions_mut().insert(Arrival(tokio::time::Instant::now()));
     request
+}
+
+/// Gives a refusal the transport made before any handler ran (a trailers-only answer,
+/// its status in the headers) the code and message [`restate_transport_status`] gives it.
+/// Inside the metrics layer, so that calls are counted by the code the client sees.
+fn restate_transport_refusal<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let restated = tonic::Status::from_header_map(headers).and_then(|status| restate_transport_status(&status));
+    if let Some(status) = restated {
+        headers.remove("grpc-status-details-bin");
+        if let Err(error) = status.add_header(headers) {
+            tracing::warn!(%error, "cannot restate a transport refusal; it goes out as the transport made it");
+        }
+    }
+    response
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -99,6 +99,46 @@ impl From<crate::auth::AuthError> for Status {
     }
 }
 
+/// Restates a refusal the gRPC transport made before our code saw the request, so that
+/// its code follows the gRPC status-code guide and its message says what to change:
+/// a message over the size limit is RESOURCE_EXHAUSTED (tonic says OUT_OF_RANGE), a body
+/// that is not a protobuf message of the method's type or that breaks off inside a
+/// message is INVALID_ARGUMENT, and a unary call without a message is UNIMPLEMENTED (a
+/// cardinality violation); tonic says INTERNAL for the last three, which reads as a bug of
+/// ours on dashboards and in alerts. Everything else is left as it is: an encoding we do
+/// not accept is already UNIMPLEMENTED, and a compressed flag without an encoding stays
+/// INTERNAL, as the compression spec requires. `None` when there is nothing to restate.
+pub fn restate_transport_status(status: &Status) -> Option<Status> {
+    let message = status.message();
+    match status.code() {
+        tonic::Code::OutOfRange if message.starts_with("Error, decoded message length too large") => {
+            // tonic's message: "... found {len} bytes, the limit is: {limit} bytes".
+            let number_after = |marker: &str| {
+                let rest = &message[message.find(marker)? + marker.len()..];
+                rest.split_whitespace().next()?.parse::<u64>().ok()
+            };
+            let size = number_after("found ").map(|n| format!(" of {n} bytes")).unwrap_or_default();
+            let limit = number_after("limit is: ").map(|n| format!(" of {n} bytes")).unwrap_or_default();
+            Some(Status::resource_exhausted(format!(
+                "the request message{size} is over the server's message limit{limit}; send shorter texts or fewer documents per call"
+            )))
+        }
+        tonic::Code::Internal if message.starts_with("failed to decode Protobuf message") => {
+            let detail = message.trim_start_matches("failed to decode Protobuf message").trim_start_matches(": ");
+            Some(Status::invalid_argument(format!("the request is not a valid topics.v1 request message: {detail}")))
+        }
+        tonic::Code::Internal if message.starts_with("Unexpected EOF decoding stream") => {
+            Some(Status::invalid_argument(
+                "the request body ended inside a message: its length prefix promises more bytes than were sent",
+            ))
+        }
+        tonic::Code::Internal if message.starts_with("Missing request message") => {
+            Some(Status::unimplemented("this method takes exactly one request message, and none was sent"))
+        }
+        _ => None,
+    }
+}
+
 fn overloaded(limit: usize) -> Status {
     Status::resource_exhausted(format!(
         "the server is at its limit of {limit} concurrent requests; retry later or on another replica"
@@ -375,7 +415,9 @@ impl TopicClassifier for ClassifierService {
                 // Reading waits for room to answer: `send` below blocks while the buffer
                 // is full, and nothing more is read until it returns.
                 while let Some(document) = tokio::select! {
-                    next = inbound.message() => next?,
+                    next = inbound.message() => next.map_err(|status| {
+                        restate_transport_status(&status).unwrap_or(status)
+                    })?,
                     () = answers.closed() => None,
                 } {
                     service
@@ -515,6 +557,48 @@ mod tests {
         assert_eq!(parse_grpc_timeout("5n"), Some(Duration::from_nanos(5)));
         for bad in ["", "S", "123456789S", "1x", "-1S", "1.5S", "١S"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn transport_refusals_are_restated_and_ours_are_left_alone() {
+        let restated = |status: Status| restate_transport_status(&status).map(|s| (s.code(), s.message().to_string()));
+        let oversize = Status::out_of_range(
+            "Error, decoded message length too large: found 4195339 bytes, the limit is: 4194304 bytes",
+        );
+        assert_eq!(
+            restated(oversize),
+            Some((
+                tonic::Code::ResourceExhausted,
+                "the request message of 4195339 bytes is over the server's message limit of 4194304 bytes; \
+                 send shorter texts or fewer documents per call"
+                    .to_string()
+            ))
+        );
+        let undecodable =
+            Status::internal("failed to decode Protobuf message: ClassifyRequest.text: invalid string value");
+        let (code, message) = restated(undecodable).unwrap();
+        assert_eq!(code, tonic::Code::InvalidArgument);
+        assert_eq!(
+            message,
+            "the request is not a valid topics.v1 request message: ClassifyRequest.text: invalid string value"
+        );
+        assert_eq!(
+            restated(Status::internal("Unexpected EOF decoding stream.")).unwrap().0,
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(restated(Status::internal("Missing request message.")).unwrap().0, tonic::Code::Unimplemented);
+
+        for left in [
+            Status::internal("classification task failed: panicked"),
+            Status::internal(
+                "protocol error: received message with compressed-flag but no grpc-encoding was specified",
+            ),
+            Status::unimplemented("Content is compressed with `snappy` which isn't supported"),
+            overloaded(4),
+            Status::from(RequestError::BlankText),
+        ] {
+            assert!(restate_transport_status(&left).is_none(), "{left:?}");
         }
     }
 

@@ -171,19 +171,40 @@ fn evaluate_reports_text_and_json() {
 #[test]
 fn train_refuses_a_broken_corpus_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let corpus = dir.path().join("bad.jsonl");
-    std::fs::write(
-        &corpus,
-        "{\"id\": \"a\", \"lang\": \"en\", \"text\": \"t\", \"labels\": [\"security\"]}\n{\"id\": \"a\"}\n",
-    )
-    .unwrap();
-    let out = dir.path().join("m.model");
-    let output = topics(&["train", "--corpus", corpus.to_str().unwrap(), "--out", out.to_str().unwrap()]);
-    assert!(!output.status.success());
-    let stderr = text(&output.stderr);
-    assert!(stderr.contains("bad.jsonl:2"), "{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(!out.exists());
+    let good = "{\"id\": \"a\", \"lang\": \"en\", \"text\": \"t\", \"labels\": [\"security\"]}\n";
+    let line = |id: &str, text: &str, label: &str| {
+        format!("{{\"id\": \"{id}\", \"lang\": \"en\", \"text\": \"{text}\", \"labels\": [\"{label}\"]}}\n")
+    };
+    let cases = [
+        ("schema.jsonl", "{\"id\": \"b\"}\n".to_string(), ":2: missing field"),
+        (
+            "label.jsonl",
+            line("b", "Talks resumed.", "diplomacy ") + &line("c", "x", "sport"),
+            ":2: document \"b\" has a blank or padded label",
+        ),
+        (
+            "unknown.jsonl",
+            line("b", "Talks resumed.", "diplomacy") + &line("c", "Goal!", "sports"),
+            ":3: document \"c\" has the unknown label \"sports\"",
+        ),
+        ("blank.jsonl", line("b", " \\u00a0\\u3000\\t ", "none"), ":2: document \"b\" has an empty text"),
+        (
+            "duplicate.jsonl",
+            "\n".to_string() + &line("b", "Aid arrived.", "humanitarian") + &line("a", "Again.", "none"),
+            ":4: duplicate id \"a\"",
+        ),
+    ];
+    for (name, rest, expected) in cases {
+        let corpus = dir.path().join(name);
+        std::fs::write(&corpus, format!("{good}{rest}")).unwrap();
+        let out = dir.path().join("m.model");
+        let output = topics(&["train", "--corpus", corpus.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        assert_eq!(output.status.code(), Some(1), "{name}");
+        let stderr = text(&output.stderr);
+        assert!(stderr.contains(&format!("{name}{expected}")), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!out.exists());
+    }
 }
 
 fn write_variant(dir: &Path, name: &str, damage: impl FnOnce(&mut Vec<u8>)) -> String {

@@ -336,12 +336,31 @@ async fn tls_and_api_keys_let_in_only_keyed_calls_but_keep_health_open() {
     let status = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
     assert_eq!(status.status(), ServingStatus::Serving, "probes need no key");
 
-    // Plaintext gRPC to a TLS port fails.
-    let plaintext = Channel::from_shared(server.endpoint()).unwrap().connect().await;
-    if let Ok(plaintext) = plaintext {
-        let status = TopicClassifierClient::new(plaintext).classify(with_key(request("text"), API_KEY)).await;
+    // Plaintext gRPC to a TLS port fails, at the handshake or at the call.
+    let endpoint = Channel::from_shared(server.endpoint()).unwrap().connect_timeout(Duration::from_secs(10));
+    if let Ok(plaintext) = tokio::time::timeout(Duration::from_secs(20), endpoint.connect()).await.expect("in time") {
+        let mut plaintext = TopicClassifierClient::new(plaintext);
+        let call = plaintext.classify(with_key(request("text"), API_KEY));
+        let status = tokio::time::timeout(Duration::from_secs(20), call).await.expect("in time");
         assert!(status.is_err(), "a plaintext call went through");
     }
+    // So does plaintext HTTP/1.1, the keyed route and the open probe alike.
+    for request_line in ["GET /healthz HTTP/1.1", "POST /v1/classify HTTP/1.1"] {
+        let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let request = format!(
+            "{request_line}\r\nHost: localhost\r\nAuthorization: Bearer {API_KEY}\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(20), tcp.read_to_end(&mut answer)).await.expect("in time");
+        assert!(
+            !answer.starts_with(b"HTTP/1.1"),
+            "{request_line} over plaintext got {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    let answer = client.classify(with_key(request("Aid reached the camp."), API_KEY)).await;
+    assert!(answer.is_ok(), "TLS calls are still served after plaintext attempts: {answer:?}");
 
     assert!(!server.log().contains(API_KEY), "the key reached the log");
 }
@@ -403,4 +422,109 @@ async fn request_spans_reach_an_otlp_collector_inside_the_callers_trace() {
     let joined = spans.iter().find(|s| s.name == "request" && hex(&s.trace_id) == trace_id);
     let joined = joined.unwrap_or_else(|| panic!("no request span in the caller's trace among {spans:?}\n{log}"));
     assert_eq!(hex(&joined.parent_span_id), parent_id);
+}
+
+/// Runs `topics serve` expecting it to refuse to start; returns its standard error.
+fn refused_start(model: &Path, extra: &[&str], env: &[(&str, &str)]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_topics"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
+        .arg(model)
+        .args(extra)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the topics binary");
+    let started = std::time::Instant::now();
+    while child.try_wait().expect("poll the server").is_none() {
+        if started.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server started instead of refusing {model:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().expect("the server's output");
+    assert_eq!(output.status.code(), Some(1));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn expected_labels_and_checksums_guard_every_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let three_labels = small_model(dir.path(), "three-labels");
+    let flipped = dir.path().join("flipped.model");
+    let mut bytes = std::fs::read(repo_path("models/topics.model")).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&flipped, bytes).unwrap();
+    let four = "[diplomacy, humanitarian, none, security]";
+    let three = "[diplomacy, humanitarian, security]";
+
+    // At start-up, from the flag or from the environment.
+    let expect = ["--expect-labels", "diplomacy,security,humanitarian,none"];
+    let stderr = refused_start(&three_labels, &expect, &[]);
+    assert!(stderr.contains(four) && stderr.contains(three) && stderr.contains("missing: none"), "{stderr}");
+    let stderr = refused_start(&three_labels, &[], &[("TOPICS_EXPECT_LABELS", "none,diplomacy,security,humanitarian")]);
+    assert!(stderr.contains(four) && stderr.contains(three), "{stderr}");
+    let stderr = refused_start(&flipped, &expect, &[]);
+    assert!(stderr.contains("checksum mismatch"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    // On reload: each refusal says why, and the old model keeps serving.
+    let server = TestServer::start(&expect);
+    let mut client = server.client().await;
+    let original = version(&mut client).await;
+    let reload = |path: &Path| ReloadModelRequest { path: path.display().to_string() };
+
+    let refused = client.reload_model(reload(&three_labels)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    let message = refused.message();
+    assert!(message.contains(four) && message.contains(three) && message.contains("keeps serving"), "{message}");
+    assert_eq!(version(&mut client).await, original);
+
+    let refused = client.reload_model(reload(&flipped)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(refused.message().contains("checksum mismatch"), "{}", refused.message());
+    let answer = client.classify(request(seed_article())).await.unwrap().into_inner();
+    assert_eq!((answer.label.as_str(), answer.model_version), ("security", original.clone()));
+
+    let info = client.reload_model(ReloadModelRequest::default()).await.unwrap().into_inner();
+    assert_eq!(info.version, original, "the served file, with the expected labels, reloads");
+}
+
+#[tokio::test]
+async fn neither_keys_nor_texts_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("api-keys");
+    let key = "log-secret-key-7f3a9c2e81d4";
+    let wrong_key = "log-wrong-key-b6e0d5a3f912";
+    std::fs::write(&keys, format!("{key}\n")).unwrap();
+    let text = "Zanzibarquokka envoys met over the Qwertyvale ceasefire.";
+    let arabic = "وفد زنجبارقوقا يلتقي في قويرتيفال";
+    let server = TestServer::start(&["--api-key-file", keys.to_str().unwrap(), "--max-text-bytes", "200"]);
+    let mut client = server.client().await;
+
+    client.classify(with_key(request(text), key)).await.expect("a keyed call");
+    let batch = ClassifyBatchRequest { documents: vec![request(text), request(arabic)] };
+    client.classify_batch(with_key(batch, key)).await.expect("a keyed batch");
+    let refused = client.classify(with_key(request(text), wrong_key)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::Unauthenticated);
+    let long = format!("{text} {}", arabic.repeat(10));
+    let refused = client.classify(with_key(request(long), key)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let frame = grpc_frame(&request(text));
+    let bearer = format!("Bearer {wrong_key}");
+    let answer =
+        raw_grpc_call(server.addr, "/topics.v1.TopicClassifier/Classify", &[("authorization", &bearer)], frame, true)
+            .await;
+    assert_eq!(answer.status.as_deref(), Some("16"), "{answer:?}");
+
+    // The log is being captured: the start-up line is there.
+    let log = server.log();
+    assert!(log.contains("serving topics.v1.TopicClassifier"), "{log}");
+    for secret in [key, wrong_key, "Zanzibarquokka", "Qwertyvale", "زنجبارقوقا"] {
+        assert!(!log.contains(secret), "{secret:?} reached the info-level log:\n{log}");
+    }
 }
