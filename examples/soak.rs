@@ -392,7 +392,8 @@ async fn reload_loop(
     let mut tally = ReloadTally::default();
     let goods = [(files.good.clone(), "by path"), (PathBuf::new(), "in place"), (files.good_copy.clone(), "a copy")];
     let mut served = files.good.clone();
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // Half a period in, so that a soak of two periods already sees one of each kind.
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every / 2, every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut round = 0usize;
     loop {
