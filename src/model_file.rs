@@ -257,6 +257,51 @@ mod tests {
         assert!(matches!(decode(&bytes), Err(ModelFileError::TrailingBytes { extra: 4 })));
     }
 
+    /// The `model_file` fuzz target's seeds are small real models, as whole files and as
+    /// bare payloads (the bundled model is over a megabyte: too big to mutate quickly).
+    /// A format change leaves them stale and fails here; rewrite them with
+    /// `TOPICS_WRITE_FUZZ_SEEDS=1 cargo test --lib fuzz_seeds`.
+    #[test]
+    fn fuzz_seeds_are_current() {
+        let documents = [
+            "Troops shelled the border town; the army said troops advanced.",
+            "Aid agencies said families fled to a camp without water or aid.",
+            "قصفت القوات البلدة الحدودية وقالت القوات إن الجيش تقدم",
+            "وصلت قافلة مساعدات إلى مخيم النازحين ووزعت المساعدات",
+        ];
+        let settings = FeatureSettings {
+            analyzer: crate::analyzer::AnalyzerSettings { char_ngrams: (3, 4), ..Default::default() },
+            min_df: 1,
+            max_features: 24,
+            sublinear_tf: true,
+        };
+        let vectorizer = TfIdf::fit(&documents, settings).unwrap();
+        let weights = Array2::from_shape_fn((vectorizer.vocabulary_size(), 4), |(r, c)| {
+            ((r * 7 + c * 3) % 11) as f32 / 4.0 - 1.25
+        });
+        let layer = LinearLayer { weights, intercept: array![0.0, 0.125, 0.25, 0.375] };
+        let labels = ["diplomacy", "humanitarian", "none", "security"].map(String::from).to_vec();
+        let grams = Model::new(meta(), labels, vectorizer, layer).unwrap();
+
+        let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/model_file");
+        let write = std::env::var_os("TOPICS_WRITE_FUZZ_SEEDS").is_some();
+        for (name, model) in
+            [("words", model()), ("four-labels", crate::model::tests::four_label_model()), ("grams", grams)]
+        {
+            let file = encode(&model);
+            for (path, bytes) in [
+                (directory.join(format!("{name}.model")), &file[..]),
+                (directory.join(format!("{name}.payload")), &file[HEADER_LEN..]),
+            ] {
+                if write {
+                    std::fs::write(&path, bytes).unwrap();
+                }
+                let seed = std::fs::read(&path).unwrap();
+                assert!(seed == bytes, "{} is stale; rewrite it with TOPICS_WRITE_FUZZ_SEEDS=1", path.display());
+            }
+        }
+    }
+
     #[test]
     fn save_then_load_from_disk() {
         let dir = tempfile::tempdir().unwrap();

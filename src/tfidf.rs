@@ -83,11 +83,16 @@ pub enum VectorizerError {
     HashCollision(String, String),
     #[error("vocabulary is not in canonical order at term {0:?}")]
     Unordered(String),
-    #[error("idf weight of term {0:?} is not a positive finite number")]
+    #[error("idf weight of term {0:?} is not a positive number of at most {MAX_IDF}")]
     BadIdf(String),
     #[error(transparent)]
     Analyzer(#[from] AnalyzerError),
 }
+
+/// Largest idf weight a stored vectorizer may have. A fitted idf is at most
+/// `ln(1 + n) + 1`, under 46 for any corpus size; an idf near `f32::MAX` makes a repeated
+/// term's weight infinite, and its L2 normalization NaN, so every score of the text NaN.
+pub const MAX_IDF: f32 = 1.0e3;
 
 /// Word n-grams first, then character n-grams, each family in byte order.
 fn canonical_order(a: &str, b: &str) -> std::cmp::Ordering {
@@ -144,7 +149,7 @@ impl TfIdf {
         if terms.len() != idf.len() {
             return Err(VectorizerError::LengthMismatch { terms: terms.len(), idf: idf.len() });
         }
-        if let Some((term, _)) = terms.iter().zip(&idf).find(|(_, w)| !(w.is_finite() && **w > 0.0)) {
+        if let Some((term, _)) = terms.iter().zip(&idf).find(|(_, w)| !(**w > 0.0 && **w <= MAX_IDF)) {
             return Err(VectorizerError::BadIdf(term.clone()));
         }
         for pair in terms.windows(2) {
@@ -397,5 +402,21 @@ pub(crate) mod tests {
         assert!(matches!(short, Err(VectorizerError::LengthMismatch { .. })));
         let nan = TfIdf::from_parts(settings, vec!["a".into()], vec![f32::NAN]);
         assert!(matches!(nan, Err(VectorizerError::BadIdf(_))));
+    }
+
+    /// Found by the `model_file` fuzz target: a model file whose idf was near `f32::MAX`
+    /// loaded, and a text repeating that term scored NaN for every label.
+    #[test]
+    fn an_idf_that_overflows_a_weight_is_refused() {
+        let mut settings = words(1);
+        settings.sublinear_tf = false;
+        let huge = TfIdf::from_parts(settings.clone(), vec!["camp".into()], vec![3.0e38]);
+        assert_eq!(huge.unwrap_err(), VectorizerError::BadIdf("camp".into()));
+        let infinite = TfIdf::from_parts(settings.clone(), vec!["camp".into()], vec![f32::INFINITY]);
+        assert!(matches!(infinite, Err(VectorizerError::BadIdf(_))));
+        // The largest allowed idf keeps a much-repeated term's weight finite.
+        let largest = TfIdf::from_parts(settings, vec!["camp".into()], vec![MAX_IDF]).unwrap();
+        let row = largest.transform(&"camp ".repeat(10_000));
+        assert_eq!(row.values, [1.0]);
     }
 }
