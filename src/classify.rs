@@ -198,6 +198,23 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_ending_in_an_invisible_character_scores_as_if_read_alone() {
+        let model =
+            crate::model_file::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/topics.model"))
+                .unwrap();
+        for invisible in ['\u{200B}', '\u{200F}', '\u{FEFF}', '\u{00AD}'] {
+            let text = format!(
+                "Troops shelled the border town overnight{invisible}\nAid agencies said families fled to a camp{invisible}"
+            );
+            let answer = model.classify(&text, Options { segments: true, explain: 0 });
+            assert_eq!(answer.segments.len(), 2);
+            for segment in &answer.segments {
+                assert_eq!(segment.prediction, model.predict(&text[segment.range.clone()]), "{invisible:?}");
+            }
+        }
+    }
+
+    #[test]
     fn one_segment_reuses_the_whole_text_prediction() {
         let model = four_label_model();
         let answer = model.classify("talked", Options { segments: true, explain: 0 });

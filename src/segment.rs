@@ -42,10 +42,12 @@ fn is_paragraph_break(c: char) -> bool {
 /// `range` without its leading and trailing white space, or `None` when nothing is left.
 fn trim(text: &str, range: Range<usize>) -> Option<Range<usize>> {
     let inner = &text[range.clone()];
-    let trimmed = inner.trim_matches(|c: char| c.is_whitespace() || crate::text::is_format_control(c));
-    if trimmed.is_empty() {
+    if crate::text::is_blank(inner) {
         return None;
     }
+    // Only white space is trimmed: an invisible character at either end belongs to the
+    // word it touches, whose span includes it, and a segment must hold its words' spans.
+    let trimmed = inner.trim_matches(char::is_whitespace);
     let start = range.start + (trimmed.as_ptr() as usize - inner.as_ptr() as usize);
     Some(start..start + trimmed.len())
 }
@@ -98,7 +100,8 @@ mod tests {
     #[test]
     fn paragraphs_are_trimmed_and_blank_lines_skipped() {
         let text = "  First paragraph.\n\n\u{00A0}\nSecond one here. \r\nالفقرة الثالثة\u{200B}\n";
-        assert_eq!(pieces(text), ["First paragraph.", "Second one here.", "الفقرة الثالثة"]);
+        // The invisible character stays: it is part of the last word's span.
+        assert_eq!(pieces(text), ["First paragraph.", "Second one here.", "الفقرة الثالثة\u{200B}"]);
         assert!(split(" \n\u{200B}\n").is_empty());
         assert_eq!(pieces("one line, no break"), ["one line, no break"]);
     }
