@@ -530,13 +530,12 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let corpus = Corpus::read(&args.corpus)?;
-    eprintln!(
-        "read {} documents (digest {}); cross-validating {} candidate(s) on {} folds",
-        corpus.documents.len(),
-        &corpus.digest[..16],
-        candidates.len(),
-        args.folds
-    );
+    let validation = if args.folds > 1 && corpus.documents.len() > topics::train::HOLDOUT_ABOVE {
+        format!("scoring {} candidate(s) on one stratified held-out fold (1/{} of the corpus)", candidates.len(), args.folds)
+    } else {
+        format!("cross-validating {} candidate(s) on {} folds", candidates.len(), args.folds)
+    };
+    eprintln!("read {} documents (digest {}); {validation}", corpus.documents.len(), &corpus.digest[..16]);
 
     let started = Instant::now();
     let bar = training_bar(args.folds, candidates.len());
@@ -551,7 +550,7 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         }
         TrainProgress::FinalFit { classifier } => bar.set_message(format!("final fit {classifier}")),
     };
-    let limits = TrainLimits { max_dense_bytes: args.max_dense_bytes };
+    let limits = TrainLimits { max_dense_bytes: args.max_dense_bytes, ..TrainLimits::default() };
     let trained =
         train_with_progress(&corpus, &settings, &candidates, &limits, trained_at, args.model_version, &on_progress);
     bar.finish_and_clear();
@@ -570,6 +569,14 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
     if !trained.candidates.is_empty() || !trained.skipped.is_empty() {
         if trained.candidates.is_empty() {
             println!("model selection (no cross-validation)");
+        } else if meta.metrics.folds == 1 {
+            println!(
+                "model selection (one stratified held-out fold of {} documents, 1/{} of the corpus: above {} documents a holdout replaces {}-fold cross-validation; the most regularized model within one standard error of the best macro-F1 is kept)",
+                meta.metrics.documents,
+                args.folds,
+                topics::train::HOLDOUT_ABOVE,
+                args.folds
+            );
         } else {
             println!(
                 "model selection ({}-fold cross-validation; the most regularized model within one standard error of the best macro-F1 is kept)",

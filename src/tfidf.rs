@@ -15,7 +15,7 @@ use ndarray::Array2;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK, Hashed, term_hash};
+use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK, Found, Hashed, term_hash};
 use crate::gram_memo;
 
 /// How terms are extracted and weighted; stored in the model so that serving
@@ -305,6 +305,18 @@ impl DocumentFrequencies {
         parts: usize,
         settings: FeatureSettings,
     ) -> Result<Self, VectorizerError> {
+        Ok(Self::count_keeping(documents, parts, settings, false)?.0)
+    }
+
+    /// [`DocumentFrequencies::count`], also keeping every document's terms and their
+    /// occurrences when `keep` is set: training at scale weighs the documents for every
+    /// fold and scores them from these, without analyzing any text again.
+    pub fn count_keeping(
+        documents: &[(&str, usize)],
+        parts: usize,
+        settings: FeatureSettings,
+        keep: bool,
+    ) -> Result<(Self, Option<DocumentTerms>), VectorizerError> {
         let parts = parts.max(1);
         let analyzer = Analyzer::new(settings.analyzer.clone())?;
         let empty = || Self {
@@ -317,70 +329,158 @@ impl DocumentFrequencies {
         };
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(documents.len().max(1));
         let share = documents.len().div_ceil(threads).max(1);
-        let mut shares: Vec<Self> = std::thread::scope(|scope| {
+        let mut shares: Vec<(Self, DocumentTerms)> = std::thread::scope(|scope| {
             let handles: Vec<_> = documents
                 .chunks(share)
                 .map(|chunk| {
                     let (analyzer, mut counted) = (&analyzer, empty());
                     scope.spawn(move || {
-                        counted.add(analyzer, chunk);
-                        counted
+                        let kept = counted.add(analyzer, chunk, keep);
+                        (counted, kept)
                     })
                 })
                 .collect();
             handles.into_iter().map(|h| h.join().expect("a document-frequency worker panicked")).collect()
         });
-        // Counts are integers: merging the shares in any order gives the same result.
-        let mut whole = if shares.is_empty() { empty() } else { shares.remove(0) };
-        for other in shares {
-            whole.merge(other);
+        // Counts are integers: merging the shares in any order gives the same result; the
+        // kept terms are appended in share order, which is document order.
+        let (mut whole, mut kept) =
+            if shares.is_empty() { (empty(), DocumentTerms::default()) } else { shares.remove(0) };
+        for (other, mut other_kept) in shares {
+            let renumbered = whole.merge(other);
+            for id in &mut other_kept.ids {
+                *id = renumbered[*id as usize];
+            }
+            kept.append(other_kept);
         }
-        Ok(whole)
+        Ok((whole, keep.then_some(kept)))
     }
 
-    fn add(&mut self, analyzer: &Analyzer, documents: &[(&str, usize)]) {
+    /// Counts `documents` into `self` (empty so far), returning their terms if `keep`.
+    fn add(&mut self, analyzer: &Analyzer, documents: &[(&str, usize)], keep: bool) -> DocumentTerms {
         let Self { parts, ids, terms, counts, documents_per_part, .. } = self;
         let parts = *parts;
-        // Per term hash: its id and 1 + the index of the last document it was counted in (a
-        // term counts once per document), side by side so that one lookup touches both.
+        // Word n-grams by term hash, character n-grams by their term's hash, both to an id.
         // Character n-grams, nine occurrences in ten but few distinct, get their own table:
         // small enough to stay in cache instead of spreading over the many rare word n-grams'.
-        let mut seen: [FxHashMap<u64, (usize, usize)>; 2] = Default::default();
+        let mut word_ids: FxHashMap<u64, u32> = FxHashMap::default();
+        let mut char_ids: FxHashMap<u64, u32> = FxHashMap::default();
+        // A word's character n-gram ids, remembered the first time the word is met: words
+        // repeat (Zipf), and most of the analysis is spelling out their n-grams.
+        let mut words: FxHashMap<Box<[char]>, (u32, u32)> = FxHashMap::default();
+        let mut word_grams: Vec<u32> = Vec::new();
+        // Per id: 1 + the index of the last document it was counted in (a term counts once
+        // per document), and where it is in that document's list of terms.
+        let mut last: Vec<u32> = Vec::new();
+        let mut slot: Vec<u32> = Vec::new();
+        let mut document: Vec<(u32, u32)> = Vec::new();
+        let mut kept = DocumentTerms::default();
+        let mut gram = String::with_capacity(64);
+        let mut new_term = |term: &str, hash: u64, last: &mut Vec<u32>, slot: &mut Vec<u32>, counts: &mut Vec<u32>| {
+            let id = terms.len() as u32;
+            terms.push(term.into());
+            counts.resize(counts.len() + parts, 0);
+            last.push(0);
+            slot.push(0);
+            ids.insert(hash, id as usize);
+            id
+        };
         for (index, &(text, part)) in documents.iter().enumerate() {
             let part = part.min(parts - 1);
             documents_per_part[part] += 1;
-            analyzer.for_each_term(text, |term, _| {
-                let hash = term_hash(term);
-                let table = &mut seen[usize::from(term.starts_with(CHAR_MARK))];
-                let (id, last) = table.entry(hash).or_insert_with(|| {
-                    terms.push(term.into());
-                    counts.resize(counts.len() + parts, 0);
-                    (terms.len() - 1, 0)
-                });
-                if *last != index + 1 {
-                    *last = index + 1;
-                    counts[*id * parts + part] += 1;
+            let stamp = index as u32 + 1;
+            document.clear();
+            let mut occur = |id: u32, last: &mut [u32], slot: &mut [u32], counts: &mut [u32]| {
+                let i = id as usize;
+                if last[i] != stamp {
+                    last[i] = stamp;
+                    counts[i * parts + part] += 1;
+                    slot[i] = document.len() as u32;
+                    document.push((id, 1));
+                } else {
+                    let occurrences = &mut document[slot[i] as usize].1;
+                    *occurrences = occurrences.saturating_add(1);
+                }
+            };
+            analyzer.walk(text, |found, _| match found {
+                Found::Word(term) => {
+                    let hash = term_hash(term);
+                    let id = match word_ids.get(&hash) {
+                        Some(&id) => id,
+                        None => {
+                            let id = new_term(term, hash, &mut last, &mut slot, counts);
+                            word_ids.insert(hash, id);
+                            id
+                        }
+                    };
+                    occur(id, &mut last, &mut slot, counts);
+                }
+                Found::Marked(marked) => {
+                    let (start, len) = match words.get(marked) {
+                        Some(&range) => range,
+                        None => {
+                            let start = word_grams.len() as u32;
+                            for chars in analyzer.grams(marked) {
+                                gram.clear();
+                                gram.push(CHAR_MARK);
+                                gram.extend(chars);
+                                let hash = term_hash(&gram);
+                                let id = match char_ids.get(&hash) {
+                                    Some(&id) => id,
+                                    None => {
+                                        let id = new_term(&gram, hash, &mut last, &mut slot, counts);
+                                        char_ids.insert(hash, id);
+                                        id
+                                    }
+                                };
+                                word_grams.push(id);
+                            }
+                            let range = (start, word_grams.len() as u32 - start);
+                            words.insert(marked.into(), range);
+                            range
+                        }
+                    };
+                    for &id in &word_grams[start as usize..(start + len) as usize] {
+                        occur(id, &mut last, &mut slot, counts);
+                    }
                 }
             });
+            if keep {
+                kept.push(&document);
+            }
         }
-        ids.extend(seen.into_iter().flatten().map(|(hash, (id, _))| (hash, id)));
+        kept
     }
 
-    fn merge(&mut self, other: Self) {
+    /// Adds `other`'s counts; returns, for each of `other`'s term ids, its id here.
+    fn merge(&mut self, other: Self) -> Vec<u32> {
         let parts = self.parts;
         for (mine, theirs) in self.documents_per_part.iter_mut().zip(&other.documents_per_part) {
             *mine += theirs;
         }
+        let mut renumbered = vec![0u32; other.terms.len()];
         for (hash, id) in other.ids {
             let mine = *self.ids.entry(hash).or_insert_with(|| {
                 self.terms.push(other.terms[id].clone());
                 self.counts.resize(self.counts.len() + parts, 0);
                 self.terms.len() - 1
             });
+            renumbered[id] = mine as u32;
             for part in 0..parts {
                 self.counts[mine * parts + part] += other.counts[id * parts + part];
             }
         }
+        renumbered
+    }
+
+    /// Every counted term's [`term_hash`] and id (the ids [`DocumentTerms`] holds).
+    pub fn term_ids(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        self.ids.iter().map(|(&hash, &id)| (hash, id))
+    }
+
+    /// How many distinct terms were counted.
+    pub fn term_count(&self) -> usize {
+        self.terms.len()
     }
 
     /// Documents counted in all parts but `excluded`.
@@ -424,6 +524,51 @@ impl DocumentFrequencies {
             .unzip();
         let analyzer = Analyzer::new(self.settings.analyzer.clone())?;
         TfIdf::assemble(self.settings.clone(), analyzer, terms, idf)
+    }
+}
+
+/// Every document's distinct terms (ids of a [`DocumentFrequencies`]) and how often each
+/// occurs, kept from the one analysis of the texts. About six bytes per distinct term of a
+/// document: a few hundred megabytes for 100,000 news-length documents.
+#[derive(Debug, Default)]
+pub struct DocumentTerms {
+    /// Where each document's terms start in `ids` and `occurrences`; one more entry than documents.
+    starts: Vec<usize>,
+    ids: Vec<u32>,
+    occurrences: Vec<u16>,
+}
+
+impl DocumentTerms {
+    fn push(&mut self, document: &[(u32, u32)]) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        for &(id, occurrences) in document {
+            self.ids.push(id);
+            // A term repeated more than 65,535 times in one document weighs as if that often.
+            self.occurrences.push(u16::try_from(occurrences).unwrap_or(u16::MAX));
+        }
+        self.starts.push(self.ids.len());
+    }
+
+    fn append(&mut self, other: DocumentTerms) {
+        let base = self.ids.len();
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.starts.extend(other.starts.iter().skip(1).map(|start| start + base));
+        self.ids.extend(other.ids);
+        self.occurrences.extend(other.occurrences);
+    }
+
+    pub fn documents(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// Document `document`'s (term id, occurrences), in no particular order.
+    pub fn terms(&self, document: usize) -> impl Iterator<Item = (u32, usize)> + '_ {
+        let range = self.starts[document]..self.starts[document + 1];
+        self.ids[range.clone()].iter().zip(&self.occurrences[range]).map(|(&id, &n)| (id, usize::from(n)))
     }
 }
 
@@ -473,8 +618,8 @@ impl<'v> SharedFeatures<'v> {
     pub fn for_each_row(
         &self,
         text: &str,
-        mut wanted: impl FnMut(usize) -> bool,
-        mut visit: impl FnMut(usize, SparseVector),
+        wanted: impl FnMut(usize) -> bool,
+        visit: impl FnMut(usize, SparseVector),
     ) {
         let mut hits: Vec<u32> = Vec::new();
         self.analyzer.for_each_term_hash(text, |hash, _| {
@@ -490,6 +635,48 @@ impl<'v> SharedFeatures<'v> {
             rest = &rest[count..];
             counted.push((position, count));
         }
+        self.rows_of_counted(&counted, wanted, visit);
+    }
+
+    /// Each term of `frequencies` by its id: its position in the union of the vocabularies,
+    /// or [`SharedFeatures::ABSENT`] when no vectorizer kept it.
+    pub fn positions(&self, frequencies: &DocumentFrequencies) -> Vec<u32> {
+        let mut positions = vec![Self::ABSENT; frequencies.term_count()];
+        for (hash, id) in frequencies.term_ids() {
+            if let Some(&position) = self.union.get(&hash) {
+                positions[id] = position;
+            }
+        }
+        positions
+    }
+
+    /// [`SharedFeatures::for_each_row`] of a document kept by
+    /// [`DocumentFrequencies::count_keeping`], from its `terms` (ids and occurrences) and
+    /// the ids' [`SharedFeatures::positions`]; `scratch` is reused between documents.
+    pub fn for_each_kept_row(
+        &self,
+        terms: impl Iterator<Item = (u32, usize)>,
+        positions: &[u32],
+        scratch: &mut Vec<(u32, usize)>,
+        wanted: impl FnMut(usize) -> bool,
+        visit: impl FnMut(usize, SparseVector),
+    ) {
+        scratch.clear();
+        scratch.extend(terms.filter_map(|(id, occurrences)| {
+            let position = positions[id as usize];
+            (position != Self::ABSENT).then_some((position, occurrences))
+        }));
+        scratch.sort_unstable_by_key(|&(position, _)| position);
+        self.rows_of_counted(scratch, wanted, visit);
+    }
+
+    /// The rows of (union position, occurrences) pairs in increasing position order.
+    fn rows_of_counted(
+        &self,
+        counted: &[(u32, usize)],
+        mut wanted: impl FnMut(usize) -> bool,
+        mut visit: impl FnMut(usize, SparseVector),
+    ) {
         for (index, vectorizer) in self.vectorizers.iter().enumerate() {
             if !wanted(index) {
                 continue;

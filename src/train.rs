@@ -1,11 +1,13 @@
 //! Offline training: corpus → TF-IDF → a linfa classifier → [`Model`], with stratified
-//! k-fold cross-validation for model selection and for the evaluation report.
+//! k-fold cross-validation for model selection and for the evaluation report (above
+//! [`HOLDOUT_ABOVE`] documents, one stratified held-out fold instead).
 //!
 //! Memory stays bounded as the corpus grows. Document frequencies for the whole corpus
-//! and for every fold come from one pass over the texts. Logistic regression needs the
-//! dense documents × vocabulary matrix, so it is a candidate only while that matrix fits
-//! [`TrainLimits::max_dense_bytes`]; beyond it, it is skipped (and reported), and naive Bayes
-//! is fitted from per-class sums of sparse rows streamed one document at a time.
+//! and for every fold come from one pass over the texts, which also keeps each
+//! document's terms. Logistic regression needs the dense documents × vocabulary matrix,
+//! so it is a candidate only while that matrix fits [`TrainLimits::max_dense_bytes`];
+//! beyond it, it is skipped (and reported), and naive Bayes is fitted from per-class sums
+//! of sparse rows weighed from the kept terms one document at a time.
 //!
 //! Training is deterministic: the same corpus, settings and timestamp give a model
 //! that encodes to the same bytes. Folds come from a seeded shuffle, the vocabulary
@@ -21,7 +23,14 @@ use crate::classifier::{ClassifierSettings, FitError, NaiveBayesSums};
 use crate::corpus::{Corpus, Document};
 use crate::metrics::{Metrics, Outcome};
 use crate::model::{InvalidModel, LinearLayer, Model, ModelMeta, NONE, Prediction};
-use crate::tfidf::{DocumentFrequencies, FeatureSettings, SharedFeatures, TfIdf, VectorizerError};
+use crate::tfidf::{DocumentFrequencies, DocumentTerms, FeatureSettings, SharedFeatures, TfIdf, VectorizerError};
+
+/// Above this many documents, model selection holds out one stratified fold (1/k of the
+/// corpus: 20% with the default 5 folds) and scores every candidate on it, instead of
+/// cross-validating on all k folds. At that size one fold holds thousands of documents
+/// per label, enough to rank candidates, and k-fold would cost k times the fits and
+/// scoring. The bundled corpus (under 2,000 documents) is cross-validated as before.
+pub const HOLDOUT_ABOVE: usize = 20_000;
 
 /// Bytes of one cell of the dense training matrix (f32).
 const CELL_BYTES: u64 = 4;
@@ -33,6 +42,9 @@ const CELL_BYTES: u64 = 4;
 pub struct TrainLimits {
     /// The largest dense documents × vocabulary matrix training may build.
     pub max_dense_bytes: u64,
+    /// Above this many documents, one held-out fold replaces k-fold cross-validation
+    /// ([`HOLDOUT_ABOVE`] by default).
+    pub holdout_above: usize,
 }
 
 /// 1 GiB: the bundled corpus (1,789 documents × 40,000 features, 286 MB) fits several
@@ -42,7 +54,7 @@ pub const DEFAULT_MAX_DENSE_BYTES: u64 = 1 << 30;
 
 impl Default for TrainLimits {
     fn default() -> Self {
-        Self { max_dense_bytes: DEFAULT_MAX_DENSE_BYTES }
+        Self { max_dense_bytes: DEFAULT_MAX_DENSE_BYTES, holdout_above: HOLDOUT_ABOVE }
     }
 }
 
@@ -267,12 +279,21 @@ pub fn train_with_progress(
         .collect();
     let folds = if settings.folds > 1 { settings.folds as usize } else { 1 };
     let fold_of = if folds > 1 { assign_folds(&labels, &targets, settings)? } else { vec![0; targets.len()] };
+    // The folds whose documents are held out and scored: every fold, or at scale only the first.
+    let scored: Vec<usize> = match folds {
+        1 => Vec::new(),
+        _ if corpus.documents.len() > limits.holdout_above => vec![0],
+        _ => (0..folds).collect(),
+    };
+    let holdout = scored.len() == 1;
+    let held: Vec<usize> = (0..targets.len()).filter(|&i| scored.contains(&fold_of[i])).collect();
 
-    // One pass over the texts counts the document frequencies of the whole corpus and of every fold.
+    // One pass over the texts counts the document frequencies of the whole corpus and of
+    // every fold, and keeps each document's terms for the streamed plan.
     let parted: Vec<(&str, usize)> =
         corpus.documents.iter().map(|d| d.text.as_str()).zip(fold_of.iter().copied()).collect();
     let started = std::time::Instant::now();
-    let frequencies = DocumentFrequencies::count(&parted, folds, settings.features.clone())?;
+    let (frequencies, kept) = DocumentFrequencies::count_keeping(&parted, folds, settings.features.clone(), true)?;
     drop(parted);
     let vectorizer = vectorizer(&frequencies, None, settings)?;
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "counted document frequencies");
@@ -305,19 +326,18 @@ pub fn train_with_progress(
     };
 
     // The streamed plan gathers the whole corpus's naive Bayes sums in the same passes as the folds'.
-    if folds > 1 {
-        progress(TrainProgress::Started { fits: folds as u64 * runnable.len() as u64 });
+    if !scored.is_empty() {
+        progress(TrainProgress::Started { fits: scored.len() as u64 * runnable.len() as u64 });
     }
-    let (predictions, whole_sums) = if dense {
-        let predictions = if folds > 1 {
-            Some(cross_validate(&plan, &frequencies, &fold_of, settings, &runnable, progress)?)
-        } else {
-            None
-        };
-        (predictions, None)
-    } else {
-        let (predictions, sums) = stream(&plan, &frequencies, &vectorizer, &fold_of, settings, &runnable, progress)?;
-        (predictions, Some(sums))
+    let validation = Validation { fold_of: &fold_of, scored: &scored, held: &held };
+    let (predictions, whole_sums) = match kept {
+        Some(kept) if !dense => {
+            let (predictions, sums) =
+                stream(&plan, &frequencies, &kept, &vectorizer, &validation, settings, &runnable, progress)?;
+            (predictions, Some(sums))
+        }
+        _ if scored.is_empty() => (None, None),
+        _ => (Some(cross_validate(&plan, &frequencies, &validation, settings, &runnable, progress)?), None),
     };
 
     let (chosen, metrics, results) = if let Some(predictions) = predictions {
@@ -327,20 +347,22 @@ pub fn train_with_progress(
             .map(|(&classifier, predicted)| {
                 let outcomes: Vec<Outcome<'_>> = predicted
                     .iter()
-                    .zip(&targets)
-                    .zip(&corpus.documents)
-                    .map(|((p, &truth), d)| Outcome { truth, predicted: p.label(), language: &d.lang })
+                    .zip(&held)
+                    .map(|(p, &i)| Outcome { truth: targets[i], predicted: p.label(), language: &corpus.documents[i].lang })
                     .collect();
+                // The spread of the per-fold scores; with a holdout, of the scores of k
+                // interleaved shares of the held-out documents.
+                let part_of = |j: usize| if holdout { j % folds } else { fold_of[held[j]] };
                 let fold_scores: Vec<f64> = (0..folds)
-                    .map(|fold| {
+                    .map(|part| {
                         let held_out: Vec<Outcome<'_>> =
-                            outcomes.iter().zip(&fold_of).filter(|(_, f)| **f == fold).map(|(o, _)| *o).collect();
+                            outcomes.iter().enumerate().filter(|&(j, _)| part_of(j) == part).map(|(_, o)| *o).collect();
                         Metrics::compute(&labels, &held_out, 0).macro_f1
                     })
                     .collect();
                 Candidate {
                     classifier,
-                    metrics: Metrics::compute(&labels, &outcomes, settings.folds),
+                    metrics: Metrics::compute(&labels, &outcomes, if holdout { 1 } else { settings.folds }),
                     macro_f1_standard_error: standard_error(&fold_scores),
                 }
             })
@@ -504,39 +526,57 @@ fn per_share<T: Send>(documents: usize, work: impl Fn(std::ops::Range<usize>) ->
 /// Per candidate, the held-out prediction of every document.
 type HeldOut = Vec<Vec<Prediction>>;
 
-/// The streamed plan, for naive Bayes only: per-class sums of every fold's training
-/// documents and of the whole corpus, gathered in one pass over the texts (each analyzed
-/// once for all folds), then the held-out predictions in a second pass. Memory holds a
-/// few classes × vocabulary arrays per fold and thread, whatever the number of documents.
-/// Returns the held-out predictions (with more than one fold) and the whole corpus's sums.
+/// Which documents are held out, and from which folds.
+struct Validation<'a> {
+    /// Every document's fold.
+    fold_of: &'a [usize],
+    /// The folds held out and scored in turn (all, or one for a holdout); none without validation.
+    scored: &'a [usize],
+    /// The documents of the scored folds, in corpus order: held-out predictions follow it.
+    held: &'a [usize],
+}
+
+/// The streamed plan, for naive Bayes only: per-class sums of every scored fold's
+/// training documents and of the whole corpus, gathered in one pass over the documents'
+/// kept terms (the texts were analyzed once, when counting), then the held-out
+/// predictions in a second pass. Memory holds a few classes × vocabulary arrays per fold
+/// and share, whatever the number of documents.
+/// Returns the held-out predictions (when some fold is scored) and the whole corpus's sums.
+#[allow(clippy::too_many_arguments)]
 fn stream(
     plan: &Plan<'_>,
     frequencies: &DocumentFrequencies,
+    kept: &DocumentTerms,
     whole: &TfIdf,
-    fold_of: &[usize],
+    validation: &Validation<'_>,
     settings: &TrainSettings,
     candidates: &[ClassifierSettings],
     progress: &(dyn Fn(TrainProgress) + Sync),
 ) -> Result<(Option<HeldOut>, NaiveBayesSums), TrainError> {
-    let folds = if settings.folds > 1 { settings.folds as usize } else { 0 };
+    let Validation { fold_of, scored, held } = *validation;
     let fold_vectorizers =
-        (0..folds).map(|fold| vectorizer(frequencies, Some(fold), settings)).collect::<Result<Vec<_>, _>>()?;
-    // Vectorizer `folds` is the whole corpus's.
+        scored.iter().map(|&fold| vectorizer(frequencies, Some(fold), settings)).collect::<Result<Vec<_>, _>>()?;
+    // Vectorizer `whole_index` is the whole corpus's; vectorizer v < whole_index leaves out fold scored[v].
+    let whole_index = scored.len();
     let vectorizers: Vec<&TfIdf> = fold_vectorizers.iter().chain([whole]).collect();
     let shared = SharedFeatures::new(vectorizers.clone())?;
-    let documents = &plan.corpus.documents;
+    let positions = shared.positions(frequencies);
+    let documents = plan.corpus.documents.len();
     let empty_sums =
         || vectorizers.iter().map(|v| NaiveBayesSums::new(v.vocabulary_size(), plan.labels)).collect::<Vec<_>>();
 
     let started = std::time::Instant::now();
     let mut sums = empty_sums();
-    for share in per_share(documents.len(), |range| {
+    for share in per_share(documents, |range| {
         let mut sums = empty_sums();
+        let mut scratch = Vec::new();
         for i in range {
             let label = plan.targets[i];
-            shared.for_each_row(
-                &documents[i].text,
-                |v| v == folds || v != fold_of[i],
+            shared.for_each_kept_row(
+                kept.terms(i),
+                &positions,
+                &mut scratch,
+                |v| v == whole_index || scored[v] != fold_of[i],
                 |v, row| sums[v].add(&row, label),
             );
         }
@@ -548,7 +588,7 @@ fn stream(
     }
     let whole_sums = sums.pop().expect("the whole corpus's sums");
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "streamed naive Bayes sums");
-    if folds == 0 {
+    if scored.is_empty() {
         return Ok((None, whole_sums));
     }
 
@@ -559,31 +599,37 @@ fn stream(
             ClassifierSettings::Logistic { .. } => unreachable!("only candidates that stream are planned"),
         })
         .collect();
-    let layers: Vec<Vec<LinearLayer>> = sums
-        .iter()
-        .enumerate()
-        .map(|(fold, fold_sums)| {
-            candidates
-                .iter()
-                .zip(&alphas)
-                .map(|(&candidate, &alpha)| {
-                    let layer = fold_sums.fit(alpha);
-                    progress(TrainProgress::Fitted { fold, candidate });
-                    layer
-                })
-                .collect::<Result<Vec<_>, _>>()
-        })
-        .collect::<Result<_, _>>()?;
+    // Every alpha of a fold is fitted from the fold's one set of sums; the fits run on every core.
+    let fits: Vec<(usize, usize)> = (0..scored.len()).flat_map(|v| (0..alphas.len()).map(move |c| (v, c))).collect();
+    let fitted = per_share(fits.len(), |range| {
+        fits[range]
+            .iter()
+            .map(|&(v, c)| {
+                let layer = sums[v].fit(alphas[c]);
+                progress(TrainProgress::Fitted { fold: scored[v], candidate: candidates[c] });
+                layer
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut layers: Vec<Vec<LinearLayer>> = vec![Vec::with_capacity(alphas.len()); scored.len()];
+    for (&(v, _), layer) in fits.iter().zip(fitted.into_iter().flatten()) {
+        layers[v].push(layer?);
+    }
     drop(sums);
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "fitted the folds' naive Bayes");
 
-    let shares = per_share(documents.len(), |range| {
-        range
-            .map(|i| {
+    let shares = per_share(held.len(), |range| {
+        let mut scratch = Vec::new();
+        held[range]
+            .iter()
+            .map(|&i| {
                 let mut predicted = Vec::new();
-                shared.for_each_row(
-                    &documents[i].text,
-                    |v| v == fold_of[i],
+                let scoring = scored.iter().position(|&fold| fold == fold_of[i]);
+                shared.for_each_kept_row(
+                    kept.terms(i),
+                    &positions,
+                    &mut scratch,
+                    |v| Some(v) == scoring,
                     |v, row| {
                         predicted = layers[v]
                             .iter()
@@ -596,7 +642,7 @@ fn stream(
             .collect::<Vec<Vec<Prediction>>>()
     });
     tracing::debug!(seconds = started.elapsed().as_secs_f64(), "scored the held-out documents");
-    let mut predictions: Vec<Vec<Prediction>> = vec![Vec::with_capacity(documents.len()); candidates.len()];
+    let mut predictions: Vec<Vec<Prediction>> = vec![Vec::with_capacity(held.len()); candidates.len()];
     for per_document in shares.into_iter().flatten() {
         for (c, prediction) in per_document.into_iter().enumerate() {
             predictions[c].push(prediction);
@@ -605,18 +651,19 @@ fn stream(
     Ok((Some(predictions), whole_sums))
 }
 
-/// Stratified k-fold cross-validation over the folds of `fold_of`. TF-IDF is refitted
+/// Stratified cross-validation over the scored folds of `validation`. TF-IDF is refitted
 /// for each fold (from the fold counts in `frequencies`), so held-out documents never
 /// shape the vocabulary; every candidate is fitted on the same fold features.
-/// Returns, per candidate, the held-out prediction of every document.
+/// Returns, per candidate, the held-out prediction of every held-out document.
 fn cross_validate(
     plan: &Plan<'_>,
     frequencies: &DocumentFrequencies,
-    fold_of: &[usize],
+    validation: &Validation<'_>,
     settings: &TrainSettings,
     candidates: &[ClassifierSettings],
     progress: &(dyn Fn(TrainProgress) + Sync),
 ) -> Result<Vec<Vec<Prediction>>, TrainError> {
+    let Validation { fold_of, scored, held } = *validation;
     let folds = settings.folds as usize;
     let documents = &plan.corpus.documents;
     let run_fold = |fold: usize| -> Result<Vec<(usize, Vec<Prediction>)>, TrainError> {
@@ -638,7 +685,7 @@ fn cross_validate(
 
     // Folds are independent: spread them over the cores, each worker taking the next fold.
     let largest_training = fold_of.len() - fold_of.len() / folds;
-    let workers = plan.concurrent_folds(largest_training).min(folds);
+    let workers = plan.concurrent_folds(largest_training).min(scored.len());
     let next = AtomicUsize::new(0);
     let fold_results: Vec<Result<Vec<_>, TrainError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
@@ -646,10 +693,9 @@ fn cross_validate(
                 scope.spawn(|| {
                     let mut results = Vec::new();
                     loop {
-                        let fold = next.fetch_add(1, Ordering::Relaxed);
-                        if fold >= folds {
+                        let Some(&fold) = scored.get(next.fetch_add(1, Ordering::Relaxed)) else {
                             return results;
-                        }
+                        };
                         results.push(run_fold(fold));
                     }
                 })
@@ -668,7 +714,9 @@ fn cross_validate(
     }
     Ok(predictions
         .into_iter()
-        .map(|per_document| per_document.into_iter().map(|p| p.expect("every document is held out once")).collect())
+        .map(|mut per_document| {
+            held.iter().map(|&i| per_document[i].take().expect("a scored fold's document is held out once")).collect()
+        })
         .collect())
 }
 
@@ -776,7 +824,7 @@ mod tests {
         let bayes = ClassifierSettings::NaiveBayes { alpha: 0.1 };
         let features = train(&corpus, &settings(), 0, None).unwrap().vectorizer().vocabulary_size();
         // One byte short of the 30 × features × 4 bytes matrix.
-        let tight = TrainLimits { max_dense_bytes: 30 * features as u64 * 4 - 1 };
+        let tight = TrainLimits { max_dense_bytes: 30 * features as u64 * 4 - 1, ..TrainLimits::default() };
         let selection = train_selecting(&corpus, &settings(), &[logistic, bayes], &tight, 0, None).unwrap();
         assert!(selection.streamed);
         assert_eq!(
@@ -790,7 +838,7 @@ mod tests {
         assert!(reason.contains("30 × ") && reason.contains("over the limit"), "{reason}");
 
         // The same naive Bayes, trained on a dense matrix within the limit.
-        let roomy = TrainLimits { max_dense_bytes: 30 * features as u64 * 4 };
+        let roomy = TrainLimits { max_dense_bytes: 30 * features as u64 * 4, ..TrainLimits::default() };
         let dense = train_selecting(&corpus, &settings(), &[logistic, bayes], &roomy, 0, None).unwrap();
         assert!(!dense.streamed && dense.skipped.is_empty() && dense.candidates.len() == 2);
         let dense_bayes = train_selecting(&corpus, &settings(), &[bayes], &roomy, 0, None).unwrap();
@@ -803,6 +851,36 @@ mod tests {
         let err = train_selecting(&corpus, &settings(), &[logistic], &tight, 0, None).unwrap_err();
         assert!(matches!(err, TrainError::OverBudget(_)), "{err}");
         assert!(err.to_string().contains("--max-dense-bytes"), "{err}");
+    }
+
+    #[test]
+    fn above_the_holdout_size_one_fold_is_scored_streamed_or_dense() {
+        let corpus = toy_corpus();
+        let bayes = [ClassifierSettings::NaiveBayes { alpha: 0.1 }, ClassifierSettings::NaiveBayes { alpha: 1.0 }];
+        let steps = std::sync::Mutex::new(Vec::new());
+        let record = |step: TrainProgress| steps.lock().unwrap().push(step);
+        let holdout = TrainLimits { holdout_above: 29, ..TrainLimits::default() };
+        let dense = train_with_progress(&corpus, &settings(), &bayes, &holdout, 0, None, &record).unwrap();
+        assert!(!dense.streamed);
+        // Fold 0 of 5 holds 2 of each label's 10 documents.
+        for candidate in &dense.candidates {
+            assert_eq!((candidate.metrics.folds, candidate.metrics.documents), (1, 6));
+            assert!(candidate.macro_f1_standard_error.is_finite());
+        }
+        assert_eq!(dense.model.meta().metrics.folds, 1);
+        let steps = steps.into_inner().unwrap();
+        assert_eq!(steps.first(), Some(&TrainProgress::Started { fits: 2 }));
+        assert_eq!(steps.iter().filter(|s| matches!(s, TrainProgress::Fitted { fold: 0, .. })).count(), 2);
+
+        let tight = TrainLimits { max_dense_bytes: 1, ..holdout };
+        let streamed = train_selecting(&corpus, &settings(), &bayes, &tight, 0, None).unwrap();
+        assert!(streamed.streamed);
+        assert_eq!(streamed.candidates, dense.candidates);
+
+        // At the threshold, every fold is still cross-validated.
+        let at = TrainLimits { holdout_above: 30, ..TrainLimits::default() };
+        let kfold = train_selecting(&corpus, &settings(), &bayes, &at, 0, None).unwrap();
+        assert!(kfold.candidates.iter().all(|c| c.metrics.folds == 5 && c.metrics.documents == 30));
     }
 
     #[test]
