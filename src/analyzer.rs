@@ -132,7 +132,7 @@ impl Analyzer {
 
     /// The one walk over a text's terms: each word n-gram, and each word between its
     /// boundary marks, from which the caller makes the character n-grams.
-    fn walk(&self, text: &str, mut visit: impl FnMut(Found<'_>, Range<usize>)) {
+    pub(crate) fn walk(&self, text: &str, mut visit: impl FnMut(Found<'_>, Range<usize>)) {
         let max_ngram = usize::from(self.settings.max_ngram);
         // The previous kept words (stems) and their spans, oldest first.
         let mut window: Vec<(String, Range<usize>)> = Vec::with_capacity(max_ngram);
@@ -186,7 +186,7 @@ impl Analyzer {
     }
 
     /// The character n-grams of a marked word, shortest first.
-    fn grams<'a>(&self, marked: &'a [char]) -> impl Iterator<Item = &'a [char]> {
+    pub(crate) fn grams<'a>(&self, marked: &'a [char]) -> impl Iterator<Item = &'a [char]> {
         let (min, max) = (usize::from(self.settings.char_ngrams.0), usize::from(self.settings.char_ngrams.1));
         (min..=max.min(marked.len()))
             .flat_map(move |n| marked.windows(n))
@@ -231,7 +231,7 @@ pub enum Hashed<'a> {
 }
 
 /// What [`Analyzer::walk`] finds in a text.
-enum Found<'a> {
+pub(crate) enum Found<'a> {
     /// A word n-gram term: a stem, or stems joined by spaces.
     Word(&'a str),
     /// A word's characters between its boundary marks.

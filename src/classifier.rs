@@ -5,17 +5,22 @@
 //! - Multinomial naive Bayes (linfa-bayes): the joint log-likelihood is linear in the
 //!   features, `ln P(c) + Σ x_j ln P(j | c)`, so `W` holds the feature log-probabilities
 //!   and `b` the log-priors; the softmax of the joint log-likelihood is the posterior.
+//!
+//! Logistic regression needs every training document as a dense row. Naive Bayes only
+//! needs per-class sums of the rows, so [`NaiveBayesSums`] can gather them from sparse
+//! rows one document at a time, in memory of classes × vocabulary whatever the corpus size.
 
 use std::sync::Mutex;
 
-use linfa::Dataset;
+use linfa::DatasetBase;
 use linfa::traits::Fit;
 use linfa_bayes::MultinomialNb;
 use linfa_logistic::MultiLogisticRegression;
-use ndarray::{Array1, Array2};
+use ndarray::{Array1, Array2, ArrayView1, ArrayView2};
 use serde::{Deserialize, Serialize};
 
 use crate::model::LinearLayer;
+use crate::tfidf::SparseVector;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum ClassifierSettings {
@@ -51,6 +56,8 @@ pub enum FitError {
     NaiveBayes(#[from] linfa_bayes::NaiveBayesError),
     #[error("logistic regression made no progress in {0} iterations; raise --max-iterations")]
     NoProgress(u64),
+    #[error("naive Bayes has no training document")]
+    NoDocuments,
     #[error("cannot read the fitted naive Bayes model: {0}")]
     Unreadable(String),
 }
@@ -72,10 +79,17 @@ impl ClassifierSettings {
         }
     }
 
+    /// Whether it can be fitted from [`NaiveBayesSums`], without a dense matrix of every document.
+    pub fn streams(&self) -> bool {
+        matches!(self, ClassifierSettings::NaiveBayes { .. })
+    }
+
     /// Fits on rows `x` with label indices `y` in `0..labels`, returning one column per label.
     /// A label with no training row gets a column that never wins.
     pub fn fit(&self, x: &Array2<f32>, y: &[usize], labels: usize) -> Result<LinearLayer, FitError> {
-        let dataset = Dataset::new(x.clone(), Array1::from(y.to_vec()));
+        // A view: linfa reads the rows in place, and a copy would double the largest allocation of training.
+        let targets = Array1::from(y.to_vec());
+        let dataset = DatasetBase::new(x.view(), targets.view());
         let (classes, weights, intercept) = match *self {
             ClassifierSettings::Logistic { alpha, max_iterations } => {
                 let fitted = MultiLogisticRegression::default()
@@ -90,28 +104,124 @@ impl ClassifierSettings {
             }
             ClassifierSettings::NaiveBayes { alpha } => naive_bayes(&dataset, alpha)?,
         };
+        Ok(widen(x.ncols(), labels, &classes, weights, intercept))
+    }
+}
 
-        let mut layer =
-            LinearLayer { weights: Array2::zeros((x.ncols(), labels)), intercept: Array1::from_elem(labels, -1.0e4) };
-        for (column, &label) in classes.iter().enumerate() {
-            layer.weights.column_mut(label).assign(&weights.column(column));
-            layer.intercept[label] = intercept[column];
+/// The layer with one column per label from the columns of the labels a solver saw.
+fn widen(
+    features: usize,
+    labels: usize,
+    classes: &[usize],
+    weights: Array2<f32>,
+    intercept: Array1<f32>,
+) -> LinearLayer {
+    let mut layer =
+        LinearLayer { weights: Array2::zeros((features, labels)), intercept: Array1::from_elem(labels, -1.0e4) };
+    for (column, &label) in classes.iter().enumerate() {
+        layer.weights.column_mut(label).assign(&weights.column(column));
+        layer.intercept[label] = intercept[column];
+    }
+    layer
+}
+
+/// Per-class sums of TF-IDF rows and per-class document counts: all that multinomial
+/// naive Bayes learns from its training documents.
+///
+/// linfa-bayes sums a class's rows and smooths the sums; handing it one row per class,
+/// the sum of that class's documents, gives the same feature log-probabilities as
+/// handing it every document, in memory of classes × vocabulary. (Its incremental
+/// `fit_with` over mini-batches of documents would also bound memory, but 0.8.1 prints
+/// two vocabulary-sized arrays per class to standard error on every call: about 0.8 s a
+/// call at 40,000 features, over a minute for one fit of 100,000 documents in batches.)
+/// Only the priors, which linfa counts in rows, come from the document counts here.
+#[derive(Debug, Clone)]
+pub struct NaiveBayesSums {
+    /// Labels × features; f64, so that adding many small weights loses nothing.
+    sums: Array2<f64>,
+    documents: Vec<u64>,
+}
+
+impl NaiveBayesSums {
+    pub fn new(features: usize, labels: usize) -> Self {
+        Self { sums: Array2::zeros((labels, features)), documents: vec![0; labels] }
+    }
+
+    /// Adds one document of label `label`; its features must be below `features`.
+    pub fn add(&mut self, row: &SparseVector, label: usize) {
+        let mut sums = self.sums.row_mut(label);
+        for (feature, value) in row.iter() {
+            sums[feature] += f64::from(value);
         }
-        Ok(layer)
+        self.documents[label] += 1;
+    }
+
+    /// Adds another set of sums over the same features and labels (a worker's share of the documents).
+    pub fn merge(&mut self, other: &NaiveBayesSums) {
+        self.sums += &other.sums;
+        for (mine, theirs) in self.documents.iter_mut().zip(&other.documents) {
+            *mine += theirs;
+        }
+    }
+
+    /// Multinomial naive Bayes with smoothing `alpha`, fitted by linfa-bayes on the sums.
+    pub fn fit(&self, alpha: f64) -> Result<LinearLayer, FitError> {
+        let classes: Vec<usize> = (0..self.documents.len()).filter(|&c| self.documents[c] > 0).collect();
+        if classes.is_empty() {
+            return Err(FitError::NoDocuments);
+        }
+        let rows = self.sums.select(ndarray::Axis(0), &classes).mapv(|v| v as f32);
+        let targets = Array1::from(classes.clone());
+        let dataset = DatasetBase::new(rows.view(), targets.view());
+        let (fitted_classes, weights, _) = naive_bayes(&dataset, alpha)?;
+        if fitted_classes != classes {
+            return Err(FitError::Unreadable(format!("fitted classes {fitted_classes:?}, expected {classes:?}")));
+        }
+        // As linfa computes a prior from its row counts, in f32, so that both paths agree to the bit.
+        let total = self.documents.iter().sum::<u64>() as f32;
+        let intercept = classes.iter().map(|&c| (self.documents[c] as f32 / total).ln()).collect();
+        Ok(widen(self.sums.ncols(), self.documents.len(), &classes, weights, intercept))
     }
 }
 
 /// linfa-bayes 0.8.1 prints every class histogram to standard error with a leftover
-/// `dbg!` on each fit (megabytes for a real vocabulary). Fits are serialized and that
-/// output is silenced while they run.
-static QUIET_FIT: Mutex<()> = Mutex::new(());
+/// `dbg!` on each fit (megabytes for a real vocabulary), so standard error is silenced
+/// while any fit runs. The redirection is process-wide and only one can exist at a time:
+/// the first fit to start installs it and the last to end removes it, so that fits on
+/// parallel folds need not wait for each other.
+static QUIET: Mutex<(usize, Option<gag::Gag>)> = Mutex::new((0, None));
+
+struct QuietStderr;
+
+impl QuietStderr {
+    fn new() -> Self {
+        let mut quiet = QUIET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if quiet.0 == 0 {
+            quiet.1 = gag::Gag::stderr().ok();
+        }
+        quiet.0 += 1;
+        QuietStderr
+    }
+}
+
+impl Drop for QuietStderr {
+    fn drop(&mut self) {
+        let mut quiet = QUIET.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        quiet.0 -= 1;
+        if quiet.0 == 0 {
+            quiet.1 = None;
+        }
+    }
+}
 
 type Parameters = (Vec<usize>, Array2<f32>, Array1<f32>);
 
-fn naive_bayes(dataset: &Dataset<f32, usize, ndarray::Ix1>, alpha: f64) -> Result<Parameters, FitError> {
+fn naive_bayes(
+    dataset: &DatasetBase<ArrayView2<'_, f32>, ArrayView1<'_, usize>>,
+    alpha: f64,
+) -> Result<Parameters, FitError> {
     let fitted = {
-        let _serialized = QUIET_FIT.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let _quiet = gag::Gag::stderr().ok();
+        let _quiet = QuietStderr::new();
         MultinomialNb::params().alpha(alpha as f32).fit(dataset)?
     };
 
@@ -160,6 +270,7 @@ struct StoredArray {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use linfa::Dataset;
     use linfa::traits::Predict;
     use linfa_bayes::NaiveBayes;
     use linfa_logistic::MultiLogisticRegression;
@@ -220,6 +331,57 @@ mod tests {
             let best = (0..3).max_by(|&a, &b| ours[[row, a]].total_cmp(&ours[[row, b]])).unwrap();
             assert_eq!(best, predicted[row]);
         }
+    }
+
+    fn sums_of(x: &Array2<f32>, y: &[usize], labels: usize, order: impl Iterator<Item = usize>) -> NaiveBayesSums {
+        let mut sums = NaiveBayesSums::new(x.ncols(), labels);
+        for row in order {
+            let (indices, values) =
+                x.row(row).iter().enumerate().filter(|(_, v)| **v != 0.0).map(|(i, &v)| (i as u32, v)).unzip();
+            sums.add(&SparseVector { indices, values }, y[row]);
+        }
+        sums
+    }
+
+    #[test]
+    fn naive_bayes_from_sums_equals_the_fit_on_every_row() {
+        // Dyadic values add exactly in any order: the two paths must agree to the bit.
+        let x = array![
+            [0.5, 0.25, 0.0, 0.0],
+            [0.75, 0.0, 0.125, 0.0],
+            [0.0, 0.5, 0.5, 0.0],
+            [0.25, 0.5, 0.0, 0.25],
+            [0.0, 0.0, 0.375, 0.625],
+            [0.0, 0.125, 0.0, 0.875],
+            [0.5, 0.0, 0.0, 0.5]
+        ];
+        let y = [0, 0, 1, 1, 2, 2, 0];
+        let one_shot = ClassifierSettings::NaiveBayes { alpha: 0.5 }.fit(&x, &y, 4).unwrap();
+        // Documents in another order, and split between two workers whose sums are merged.
+        let mut streamed = sums_of(&x, &y, 4, [6, 4, 2, 0].into_iter());
+        streamed.merge(&sums_of(&x, &y, 4, [1, 3, 5].into_iter()));
+        let layer = streamed.fit(0.5).unwrap();
+        assert_eq!(layer.weights, one_shot.weights);
+        assert_eq!(layer.intercept, one_shot.intercept);
+
+        // Real-valued rows: equal up to the rounding of the sums.
+        let (x, y) = data();
+        let one_shot = ClassifierSettings::NaiveBayes { alpha: 0.1 }.fit(&x, &y, 3).unwrap();
+        let layer = sums_of(&x, &y, 3, 0..x.nrows()).fit(0.1).unwrap();
+        let largest = (&layer.weights - &one_shot.weights)
+            .iter()
+            .chain(&(&layer.intercept - &one_shot.intercept))
+            .fold(0.0f32, |m, d| m.max(d.abs()));
+        assert!(largest < 1e-5, "{largest}");
+    }
+
+    #[test]
+    fn naive_bayes_from_sums_leaves_unseen_labels_out() {
+        let (x, y) = data();
+        let layer = sums_of(&x, &y, 5, 0..x.nrows()).fit(1.0).unwrap();
+        assert_eq!(layer.weights.dim(), (4, 5));
+        assert!(layer.intercept[3] < -1000.0 && layer.intercept[4] < -1000.0);
+        assert!(NaiveBayesSums::new(4, 2).fit(1.0).is_err(), "no documents at all");
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub mod report;
 pub mod segment;
 pub mod server;
 pub mod service;
+pub mod synth;
 pub mod telemetry;
 pub mod text;
 pub mod tfidf;

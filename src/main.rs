@@ -30,7 +30,9 @@ use topics::server::{ServerConfig, TlsIdentity, serve};
 use topics::service::{Limits, reload};
 use topics::telemetry::{Telemetry, serve_metrics};
 use topics::tfidf::FeatureSettings;
-use topics::train::{TrainProgress, TrainSettings, train_with_progress};
+use topics::train::{
+    DEFAULT_MAX_DENSE_BYTES, TrainLimits, TrainProgress, TrainSettings, bytes_for_people, train_with_progress,
+};
 use topics::{Model, model_file};
 use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -93,6 +95,25 @@ struct EvaluateArgs {
 enum CorpusCommand {
     /// Check a corpus: schema, allowed labels, language against script, duplicates, balance.
     Check(CorpusCheckArgs),
+    /// Write a synthetic corpus of invented words, for timing training at scale (a model
+    /// trained on it says nothing about real news).
+    Synth(CorpusSynthArgs),
+}
+
+#[derive(Args)]
+struct CorpusSynthArgs {
+    /// Number of documents.
+    #[arg(long)]
+    docs: usize,
+    /// Mean words per document.
+    #[arg(long, default_value_t = 100, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..100_000))]
+    words: usize,
+    /// Seed: the same seed writes the same file.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// JSONL file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -206,6 +227,11 @@ struct TrainArgs {
     /// Seed for the fold assignment.
     #[arg(long, default_value_t = TrainSettings::default().seed)]
     seed: u64,
+    /// Largest dense documents × vocabulary matrix training may build (bytes; K, M, G, KiB,
+    /// MiB, GiB suffixes allowed). Logistic regression needs one and is skipped beyond it;
+    /// naive Bayes then streams the documents instead.
+    #[arg(long, default_value_t = DEFAULT_MAX_DENSE_BYTES, value_parser = parse_bytes)]
+    max_dense_bytes: u64,
     /// Model version to record (default: training date and a digest of corpus and settings).
     #[arg(long)]
     model_version: Option<String>,
@@ -242,6 +268,24 @@ fn parse_char_ngrams(text: &str) -> Result<(u8, u8), String> {
     let (min, max) = text.split_once('-').ok_or("expected MIN-MAX, like 2-5, or off")?;
     let parse = |s: &str| s.trim().parse::<u8>().map_err(|e| format!("{s:?}: {e}"));
     Ok((parse(min)?, parse(max)?))
+}
+
+fn parse_bytes(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|e| format!("{text:?}: {e}"))?;
+    let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "m" | "mb" => 1_000_000,
+        "g" | "gb" => 1_000_000_000,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}; use K, M, G, KiB, MiB or GiB")),
+    };
+    number.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
 }
 
 /// The classifiers `topics train` compares.
@@ -303,6 +347,7 @@ fn main() -> anyhow::Result<()> {
         Command::Classify(args) => run_classify(args),
         Command::Evaluate(args) => run_evaluate(args),
         Command::Corpus(CorpusCommand::Check(args)) => run_corpus_check(args),
+        Command::Corpus(CorpusCommand::Synth(args)) => run_corpus_synth(args),
     }
 }
 
@@ -503,13 +548,12 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         seed: args.seed,
     };
     let corpus = Corpus::read_with_labels(&args.corpus, &args.allowed_labels)?;
-    eprintln!(
-        "read {} documents (digest {}); cross-validating {} candidate(s) on {} folds",
-        corpus.documents.len(),
-        &corpus.digest[..16],
-        candidates.len(),
-        args.folds
-    );
+    let validation = if args.folds > 1 && corpus.documents.len() > topics::train::HOLDOUT_ABOVE {
+        format!("scoring {} candidate(s) on one stratified held-out fold (1/{} of the corpus)", candidates.len(), args.folds)
+    } else {
+        format!("cross-validating {} candidate(s) on {} folds", candidates.len(), args.folds)
+    };
+    eprintln!("read {} documents (digest {}); {validation}", corpus.documents.len(), &corpus.digest[..16]);
 
     let started = Instant::now();
     let bar = training_bar(args.folds, candidates.len());
@@ -524,26 +568,41 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
         }
         TrainProgress::FinalFit { classifier } => bar.set_message(format!("final fit {classifier}")),
     };
-    let trained = train_with_progress(&corpus, &settings, &candidates, trained_at, args.model_version, &on_progress);
+    let limits = TrainLimits { max_dense_bytes: args.max_dense_bytes, ..TrainLimits::default() };
+    let trained =
+        train_with_progress(&corpus, &settings, &candidates, &limits, trained_at, args.model_version, &on_progress);
     bar.finish_and_clear();
-    let (model, selection) = trained?;
+    let trained = trained?;
     let elapsed = started.elapsed();
-    model_file::save(&model, &args.out)?;
+    let model = &trained.model;
+    model_file::save(model, &args.out)?;
     let report_files = if args.no_report {
         Vec::new()
     } else {
         let dir = args.report.clone().unwrap_or_else(|| args.out.with_extension("report"));
-        Report::training(&model).write(&dir)?
+        Report::training(model).write(&dir)?
     };
 
     let meta = model.meta();
-    if !selection.is_empty() {
-        println!(
-            "model selection ({}-fold cross-validation; the most regularized model within one standard error of the best macro-F1 is kept)",
-            meta.metrics.folds
-        );
+    if !trained.candidates.is_empty() || !trained.skipped.is_empty() {
+        if trained.candidates.is_empty() {
+            println!("model selection (no cross-validation)");
+        } else if meta.metrics.folds == 1 {
+            println!(
+                "model selection (one stratified held-out fold of {} documents, 1/{} of the corpus: above {} documents a holdout replaces {}-fold cross-validation; the most regularized model within one standard error of the best macro-F1 is kept)",
+                meta.metrics.documents,
+                args.folds,
+                topics::train::HOLDOUT_ABOVE,
+                args.folds
+            );
+        } else {
+            println!(
+                "model selection ({}-fold cross-validation; the most regularized model within one standard error of the best macro-F1 is kept)",
+                meta.metrics.folds
+            );
+        }
         println!("{:34}  accuracy  macro-F1  ± s.e.", "classifier");
-        for candidate in &selection {
+        for candidate in &trained.candidates {
             let mark = if candidate.classifier == meta.settings.classifier { "  <- kept" } else { "" };
             println!(
                 "{:34}  {:8.4}  {:8.4}  {:6.4}{mark}",
@@ -553,6 +612,25 @@ fn run_train(args: TrainArgs) -> anyhow::Result<()> {
                 candidate.macro_f1_standard_error
             );
         }
+        for skipped in &trained.skipped {
+            println!("{:34}  skipped: {skipped}", skipped.classifier.to_string());
+        }
+        println!();
+    }
+    if let Some(skipped) = trained.skipped.first() {
+        println!(
+            "skipped {} logistic regression candidate(s): a dense {} × {} matrix would take {}, over --max-dense-bytes {}",
+            trained.skipped.len(),
+            skipped.documents,
+            skipped.features,
+            bytes_for_people(skipped.dense_bytes()),
+            bytes_for_people(skipped.max_dense_bytes)
+        );
+    }
+    if trained.streamed {
+        println!("naive Bayes was fitted from per-class sums of sparse rows, streamed one document at a time");
+    }
+    if trained.streamed || !trained.skipped.is_empty() {
         println!();
     }
     println!("model {} -> {}", meta.version, args.out.display());
@@ -718,5 +796,14 @@ fn run_corpus_check(args: CorpusCheckArgs) -> anyhow::Result<()> {
     if report.errors().next().is_some() {
         bail!("the corpus has errors");
     }
+    Ok(())
+}
+
+fn run_corpus_synth(args: CorpusSynthArgs) -> anyhow::Result<()> {
+    let file = std::fs::File::create(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
+    let settings = topics::synth::SynthSettings { documents: args.docs, words: args.words, seed: args.seed };
+    topics::synth::write_corpus(settings, &mut std::io::BufWriter::new(file))
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    eprintln!("wrote {} synthetic documents to {}", args.docs, args.out.display());
     Ok(())
 }

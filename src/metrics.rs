@@ -27,7 +27,8 @@ pub struct LanguageMetrics {
 /// An evaluation of predictions against true labels.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    /// Cross-validation folds the predictions came from (0 when not cross-validated).
+    /// Cross-validation folds the predictions came from (0 when not cross-validated; 1
+    /// for one stratified held-out fold, which training uses on large corpora).
     pub folds: u32,
     pub documents: u64,
     pub accuracy: f64,
@@ -107,7 +108,9 @@ fn ratio(numerator: u64, denominator: u64) -> f64 {
 
 impl fmt::Display for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.folds > 0 {
+        if self.folds == 1 {
+            writeln!(f, "one stratified held-out fold of {} documents", self.documents)?;
+        } else if self.folds > 0 {
             writeln!(f, "{}-fold cross-validation over {} documents", self.folds, self.documents)?;
         } else {
             writeln!(f, "evaluation over {} documents", self.documents)?;

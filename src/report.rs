@@ -47,7 +47,15 @@ impl<'a> Report<'a> {
             ("vocabulary".to_string(), format!("{} terms", model.vectorizer().vocabulary_size())),
         ];
         facts.extend(meta.settings.describe());
-        let metrics_source = if meta.metrics.folds > 0 {
+        let metrics_source = if meta.metrics.folds == 1 {
+            format!(
+                "One stratified held-out fold of {} of the {} documents (held-out predictions): above {} \
+                 documents, a holdout replaces k-fold cross-validation.",
+                meta.metrics.documents,
+                meta.corpus_documents,
+                crate::train::HOLDOUT_ABOVE
+            )
+        } else if meta.metrics.folds > 0 {
             format!(
                 "{}-fold stratified cross-validation over {} documents (held-out predictions).",
                 meta.metrics.folds, meta.metrics.documents
@@ -129,10 +137,14 @@ impl<'a> Report<'a> {
         writeln!(out)?;
         if !self.selection.is_empty() {
             writeln!(out, "## Model selection\n")?;
+            let how = if self.metrics.folds == 1 {
+                "Every candidate scored on the same held-out fold (the standard error from equal shares of it)"
+            } else {
+                "Every candidate cross-validated on the same folds"
+            };
             writeln!(
                 out,
-                "Every candidate cross-validated on the same folds; the most regularized model within one \
-                 standard error of the best macro-F1 is kept.\n"
+                "{how}; the most regularized model within one standard error of the best macro-F1 is kept.\n"
             )?;
             writeln!(out, "| classifier | accuracy | macro-F1 | ± s.e. | |\n|---|---:|---:|---:|---|")?;
             for candidate in self.selection {

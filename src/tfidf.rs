@@ -15,7 +15,7 @@ use ndarray::Array2;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
 
-use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK, Hashed, term_hash};
+use crate::analyzer::{Analyzer, AnalyzerError, AnalyzerSettings, CHAR_MARK, Found, Hashed, term_hash};
 use crate::bag::Bag;
 use crate::gram_memo;
 
@@ -85,6 +85,8 @@ pub enum VectorizerError {
     Unordered(String),
     #[error("idf weight of term {0:?} is not a positive number of at most {MAX_IDF}")]
     BadIdf(String),
+    #[error("vectorizers with different analyzers cannot share features: {0}")]
+    MixedAnalyzers(String),
     #[error(transparent)]
     Analyzer(#[from] AnalyzerError),
 }
@@ -105,43 +107,8 @@ impl TfIdf {
     /// The vocabulary is in canonical order, so the same corpus always gives the same
     /// feature indices, whatever order a hash map would visit it in.
     pub fn fit<S: AsRef<str>>(documents: &[S], settings: FeatureSettings) -> Result<Self, VectorizerError> {
-        let analyzer = Analyzer::new(settings.analyzer.clone())?;
-        let mut document_frequency: FxHashMap<String, u32> = FxHashMap::default();
-        let mut seen: Vec<String> = Vec::new();
-        for document in documents {
-            seen.clear();
-            analyzer.for_each_term(document.as_ref(), |term, _| seen.push(term.to_owned()));
-            seen.sort_unstable();
-            seen.dedup();
-            for term in seen.drain(..) {
-                *document_frequency.entry(term).or_insert(0) += 1;
-            }
-        }
-
-        type Counted = Vec<(String, u32)>;
-        let (mut words, mut chars): (Counted, Counted) = document_frequency
-            .into_iter()
-            .filter(|(_, df)| *df >= settings.min_df)
-            .partition(|(term, _)| !term.starts_with(CHAR_MARK));
-        if settings.max_features > 0 {
-            for family in [&mut words, &mut chars] {
-                // Most frequent first; ties broken by the term, so the cut is deterministic.
-                family.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                family.truncate(settings.max_features as usize);
-            }
-        }
-        let mut kept = words;
-        kept.append(&mut chars);
-        kept.sort_unstable_by(|a, b| canonical_order(&a.0, &b.0));
-        let n = documents.len() as f64;
-        let (terms, idf): (Vec<String>, Vec<f32>) = kept
-            .into_iter()
-            .map(|(term, df)| {
-                let idf = ((1.0 + n) / (1.0 + f64::from(df))).ln() + 1.0;
-                (term, idf as f32)
-            })
-            .unzip();
-        Self::assemble(settings, analyzer, terms, idf)
+        let documents: Vec<(&str, usize)> = documents.iter().map(|d| (d.as_ref(), 0)).collect();
+        DocumentFrequencies::count(&documents, 1, settings)?.vectorizer(None)
     }
 
     /// Rebuilds a vectorizer from its stored parts, checking that they fit together.
@@ -227,13 +194,8 @@ impl TfIdf {
     pub fn row(&self, bag: &Bag) -> SparseVector {
         let mut counted: Vec<(u32, u32)> = bag.iter().collect();
         counted.sort_unstable();
-        let (indices, mut values): (Vec<u32>, Vec<f32>) =
-            counted.into_iter().map(|(feature, count)| (feature, self.weight(feature, count))).unzip();
-        let split = indices.partition_point(|&i| (i as usize) < self.first_char_feature);
-        let (words, chars) = values.split_at_mut(split);
-        normalize(words);
-        normalize(chars);
-        SparseVector { indices, values }
+        let distinct = counted.len();
+        self.weigh_counted(counted.into_iter().map(|(feature, count)| (feature, count as usize)), distinct)
     }
 
     /// Which family `feature` belongs to: 0 for word n-grams, 1 for character n-grams.
@@ -252,8 +214,20 @@ impl TfIdf {
         }
     }
 
-    fn weight(&self, feature: u32, count: u32) -> f32 {
-        self.tf(count) * self.idf[feature as usize]
+    /// The TF-IDF row of (feature, occurrences) pairs already counted, in increasing
+    /// feature order; `capacity` is a hint of how many there are. Serving's [`TfIdf::row`]
+    /// and training's shared rows, which count once for several vectorizers, both end here.
+    fn weigh_counted(&self, counted: impl Iterator<Item = (u32, usize)>, capacity: usize) -> SparseVector {
+        let mut vector = SparseVector { indices: Vec::with_capacity(capacity), values: Vec::with_capacity(capacity) };
+        for (feature, count) in counted {
+            vector.indices.push(feature);
+            vector.values.push(self.tf(u32::try_from(count).unwrap_or(u32::MAX)) * self.idf[feature as usize]);
+        }
+        let split = vector.indices.partition_point(|&i| (i as usize) < self.first_char_feature);
+        let (words, chars) = vector.values.split_at_mut(split);
+        normalize(words);
+        normalize(chars);
+        vector
     }
 
     /// Stacks sparse rows into the dense matrix linfa's solvers take for training.
@@ -265,6 +239,425 @@ impl TfIdf {
             }
         }
         dense
+    }
+}
+
+/// Document frequencies of every term of a corpus whose documents each belong to one of
+/// a few parts (the folds of cross-validation), counted in one pass over the texts.
+///
+/// The vectorizer of the whole corpus, or of all parts but one, then follows from the
+/// counts alone: cross-validation does not analyze the corpus again for every fold, and
+/// gets exactly the vocabulary that fitting on the fold's own documents would give.
+/// Memory grows with the number of distinct terms, not with the documents.
+///
+/// Terms are told apart by their [`term_hash`], as serving does: looking a 64-bit key up
+/// is several times faster than comparing strings scattered over the heap, and two of a
+/// corpus's terms sharing a hash is about as likely as winning a lottery twice.
+#[derive(Debug)]
+pub struct DocumentFrequencies {
+    settings: FeatureSettings,
+    parts: usize,
+    /// Term hash → its index in `terms` and its row of `counts`.
+    ids: FxHashMap<u64, usize>,
+    terms: Vec<Box<str>>,
+    /// Per term, one document count per part.
+    counts: Vec<u32>,
+    documents_per_part: Vec<usize>,
+}
+
+impl DocumentFrequencies {
+    /// Counts, for every term, the documents of each part that contain it. `documents`
+    /// gives each document's text and part (below `parts`); the texts are analyzed on
+    /// every core, each thread taking a contiguous share of the documents (counts are
+    /// integers, so the result does not depend on how many).
+    pub fn count(
+        documents: &[(&str, usize)],
+        parts: usize,
+        settings: FeatureSettings,
+    ) -> Result<Self, VectorizerError> {
+        Ok(Self::count_keeping(documents, parts, settings, false)?.0)
+    }
+
+    /// [`DocumentFrequencies::count`], also keeping every document's terms and their
+    /// occurrences when `keep` is set: training at scale weighs the documents for every
+    /// fold and scores them from these, without analyzing any text again.
+    pub fn count_keeping(
+        documents: &[(&str, usize)],
+        parts: usize,
+        settings: FeatureSettings,
+        keep: bool,
+    ) -> Result<(Self, Option<DocumentTerms>), VectorizerError> {
+        let parts = parts.max(1);
+        let analyzer = Analyzer::new(settings.analyzer.clone())?;
+        let empty = || Self {
+            settings: settings.clone(),
+            parts,
+            ids: FxHashMap::default(),
+            terms: Vec::new(),
+            counts: Vec::new(),
+            documents_per_part: vec![0; parts],
+        };
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(documents.len().max(1));
+        let share = documents.len().div_ceil(threads).max(1);
+        let mut shares: Vec<(Self, DocumentTerms)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = documents
+                .chunks(share)
+                .map(|chunk| {
+                    let (analyzer, mut counted) = (&analyzer, empty());
+                    scope.spawn(move || {
+                        let kept = counted.add(analyzer, chunk, keep);
+                        (counted, kept)
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("a document-frequency worker panicked")).collect()
+        });
+        // Counts are integers: merging the shares in any order gives the same result; the
+        // kept terms are appended in share order, which is document order.
+        let (mut whole, mut kept) =
+            if shares.is_empty() { (empty(), DocumentTerms::default()) } else { shares.remove(0) };
+        for (other, mut other_kept) in shares {
+            let renumbered = whole.merge(other);
+            for id in &mut other_kept.ids {
+                *id = renumbered[*id as usize];
+            }
+            kept.append(other_kept);
+        }
+        Ok((whole, keep.then_some(kept)))
+    }
+
+    /// Counts `documents` into `self` (empty so far), returning their terms if `keep`.
+    fn add(&mut self, analyzer: &Analyzer, documents: &[(&str, usize)], keep: bool) -> DocumentTerms {
+        let Self { parts, ids, terms, counts, documents_per_part, .. } = self;
+        let parts = *parts;
+        // Word n-grams by term hash, character n-grams by their term's hash, both to an id.
+        // Character n-grams, nine occurrences in ten but few distinct, get their own table:
+        // small enough to stay in cache instead of spreading over the many rare word n-grams'.
+        let mut word_ids: FxHashMap<u64, u32> = FxHashMap::default();
+        let mut char_ids: FxHashMap<u64, u32> = FxHashMap::default();
+        // A word's character n-gram ids, remembered the first time the word is met: words
+        // repeat (Zipf), and most of the analysis is spelling out their n-grams.
+        let mut words: FxHashMap<Box<[char]>, (u32, u32)> = FxHashMap::default();
+        let mut word_grams: Vec<u32> = Vec::new();
+        // Per id: 1 + the index of the last document it was counted in (a term counts once
+        // per document), and where it is in that document's list of terms.
+        let mut last: Vec<u32> = Vec::new();
+        let mut slot: Vec<u32> = Vec::new();
+        let mut document: Vec<(u32, u32)> = Vec::new();
+        let mut kept = DocumentTerms::default();
+        let mut gram = String::with_capacity(64);
+        let mut new_term = |term: &str, hash: u64, last: &mut Vec<u32>, slot: &mut Vec<u32>, counts: &mut Vec<u32>| {
+            let id = terms.len() as u32;
+            terms.push(term.into());
+            counts.resize(counts.len() + parts, 0);
+            last.push(0);
+            slot.push(0);
+            ids.insert(hash, id as usize);
+            id
+        };
+        for (index, &(text, part)) in documents.iter().enumerate() {
+            let part = part.min(parts - 1);
+            documents_per_part[part] += 1;
+            let stamp = index as u32 + 1;
+            document.clear();
+            let mut occur = |id: u32, last: &mut [u32], slot: &mut [u32], counts: &mut [u32]| {
+                let i = id as usize;
+                if last[i] != stamp {
+                    last[i] = stamp;
+                    counts[i * parts + part] += 1;
+                    slot[i] = document.len() as u32;
+                    document.push((id, 1));
+                } else {
+                    let occurrences = &mut document[slot[i] as usize].1;
+                    *occurrences = occurrences.saturating_add(1);
+                }
+            };
+            analyzer.walk(text, |found, _| match found {
+                Found::Word(term) => {
+                    let hash = term_hash(term);
+                    let id = match word_ids.get(&hash) {
+                        Some(&id) => id,
+                        None => {
+                            let id = new_term(term, hash, &mut last, &mut slot, counts);
+                            word_ids.insert(hash, id);
+                            id
+                        }
+                    };
+                    occur(id, &mut last, &mut slot, counts);
+                }
+                Found::Marked(marked) => {
+                    let (start, len) = match words.get(marked) {
+                        Some(&range) => range,
+                        None => {
+                            let start = word_grams.len() as u32;
+                            for chars in analyzer.grams(marked) {
+                                gram.clear();
+                                gram.push(CHAR_MARK);
+                                gram.extend(chars);
+                                let hash = term_hash(&gram);
+                                let id = match char_ids.get(&hash) {
+                                    Some(&id) => id,
+                                    None => {
+                                        let id = new_term(&gram, hash, &mut last, &mut slot, counts);
+                                        char_ids.insert(hash, id);
+                                        id
+                                    }
+                                };
+                                word_grams.push(id);
+                            }
+                            let range = (start, word_grams.len() as u32 - start);
+                            words.insert(marked.into(), range);
+                            range
+                        }
+                    };
+                    for &id in &word_grams[start as usize..(start + len) as usize] {
+                        occur(id, &mut last, &mut slot, counts);
+                    }
+                }
+            });
+            if keep {
+                kept.push(&document);
+            }
+        }
+        kept
+    }
+
+    /// Adds `other`'s counts; returns, for each of `other`'s term ids, its id here.
+    fn merge(&mut self, other: Self) -> Vec<u32> {
+        let parts = self.parts;
+        for (mine, theirs) in self.documents_per_part.iter_mut().zip(&other.documents_per_part) {
+            *mine += theirs;
+        }
+        let mut renumbered = vec![0u32; other.terms.len()];
+        for (hash, id) in other.ids {
+            let mine = *self.ids.entry(hash).or_insert_with(|| {
+                self.terms.push(other.terms[id].clone());
+                self.counts.resize(self.counts.len() + parts, 0);
+                self.terms.len() - 1
+            });
+            renumbered[id] = mine as u32;
+            for part in 0..parts {
+                self.counts[mine * parts + part] += other.counts[id * parts + part];
+            }
+        }
+        renumbered
+    }
+
+    /// Every counted term's [`term_hash`] and id (the ids [`DocumentTerms`] holds).
+    pub fn term_ids(&self) -> impl Iterator<Item = (u64, usize)> + '_ {
+        self.ids.iter().map(|(&hash, &id)| (hash, id))
+    }
+
+    /// How many distinct terms were counted.
+    pub fn term_count(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// Documents counted in all parts but `excluded`.
+    pub fn documents(&self, excluded: Option<usize>) -> usize {
+        let excluded = excluded.and_then(|p| self.documents_per_part.get(p)).copied().unwrap_or(0);
+        self.documents_per_part.iter().sum::<usize>() - excluded
+    }
+
+    /// The vectorizer fitted on the documents of every part but `excluded` (all of them for `None`).
+    pub fn vectorizer(&self, excluded: Option<usize>) -> Result<TfIdf, VectorizerError> {
+        let parts = self.documents_per_part.len();
+        let document_frequency = |id: usize| -> u32 {
+            let row = &self.counts[id * parts..(id + 1) * parts];
+            row.iter().enumerate().filter(|&(p, _)| Some(p) != excluded).map(|(_, &n)| n).sum()
+        };
+        type Counted<'t> = Vec<(&'t str, u32)>;
+        let (mut words, mut chars): (Counted<'_>, Counted<'_>) = self
+            .terms
+            .iter()
+            .enumerate()
+            .map(|(id, term)| (&**term, document_frequency(id)))
+            .filter(|&(_, df)| df > 0 && df >= self.settings.min_df)
+            .partition(|(term, _)| !term.starts_with(CHAR_MARK));
+        if self.settings.max_features > 0 {
+            for family in [&mut words, &mut chars] {
+                // Most frequent first; ties broken by the term, so the cut is deterministic.
+                family.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+                family.truncate(self.settings.max_features as usize);
+            }
+        }
+        let mut kept = words;
+        kept.append(&mut chars);
+        kept.sort_unstable_by(|a, b| canonical_order(a.0, b.0));
+        let n = self.documents(excluded) as f64;
+        let (terms, idf): (Vec<String>, Vec<f32>) = kept
+            .into_iter()
+            .map(|(term, df)| {
+                let idf = ((1.0 + n) / (1.0 + f64::from(df))).ln() + 1.0;
+                (term.to_string(), idf as f32)
+            })
+            .unzip();
+        let analyzer = Analyzer::new(self.settings.analyzer.clone())?;
+        TfIdf::assemble(self.settings.clone(), analyzer, terms, idf)
+    }
+}
+
+/// Every document's distinct terms (ids of a [`DocumentFrequencies`]) and how often each
+/// occurs, kept from the one analysis of the texts. About six bytes per distinct term of a
+/// document: a few hundred megabytes for 100,000 news-length documents.
+#[derive(Debug, Default)]
+pub struct DocumentTerms {
+    /// Where each document's terms start in `ids` and `occurrences`; one more entry than documents.
+    starts: Vec<usize>,
+    ids: Vec<u32>,
+    occurrences: Vec<u16>,
+}
+
+impl DocumentTerms {
+    fn push(&mut self, document: &[(u32, u32)]) {
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        for &(id, occurrences) in document {
+            self.ids.push(id);
+            // A term repeated more than 65,535 times in one document weighs as if that often.
+            self.occurrences.push(u16::try_from(occurrences).unwrap_or(u16::MAX));
+        }
+        self.starts.push(self.ids.len());
+    }
+
+    fn append(&mut self, other: DocumentTerms) {
+        let base = self.ids.len();
+        if self.starts.is_empty() {
+            self.starts.push(0);
+        }
+        self.starts.extend(other.starts.iter().skip(1).map(|start| start + base));
+        self.ids.extend(other.ids);
+        self.occurrences.extend(other.occurrences);
+    }
+
+    pub fn documents(&self) -> usize {
+        self.starts.len().saturating_sub(1)
+    }
+
+    /// Document `document`'s (term id, occurrences), in no particular order.
+    pub fn terms(&self, document: usize) -> impl Iterator<Item = (u32, usize)> + '_ {
+        let range = self.starts[document]..self.starts[document + 1];
+        self.ids[range.clone()].iter().zip(&self.occurrences[range]).map(|(&id, &n)| (id, usize::from(n)))
+    }
+}
+
+/// Rows of one text for several vectorizers of the same analyzer settings (the folds of
+/// cross-validation and the whole corpus) from a single analysis of the text.
+///
+/// Terms are looked up once in the union of the vocabularies, numbered in canonical
+/// order, so that each vectorizer's features follow in the same order as the union's; a
+/// row then costs a pass over the text's distinct terms, and equals the vectorizer's own
+/// [`TfIdf::transform`] bit for bit.
+pub struct SharedFeatures<'v> {
+    vectorizers: Vec<&'v TfIdf>,
+    analyzer: Analyzer,
+    /// Term hash → position in the union vocabulary.
+    union: FxHashMap<u64, u32>,
+    /// Per vectorizer, its feature for each union position ([`SharedFeatures::ABSENT`] if none).
+    features: Vec<Vec<u32>>,
+}
+
+impl<'v> SharedFeatures<'v> {
+    const ABSENT: u32 = u32::MAX;
+
+    /// All `vectorizers` must share their analyzer settings.
+    pub fn new(vectorizers: Vec<&'v TfIdf>) -> Result<Self, VectorizerError> {
+        let settings = vectorizers.first().map(|v| v.settings.analyzer.clone()).unwrap_or_default();
+        if let Some(other) = vectorizers.iter().find(|v| v.settings.analyzer != settings) {
+            return Err(VectorizerError::MixedAnalyzers(format!("{:?} and {:?}", settings, other.settings.analyzer)));
+        }
+        let mut terms: Vec<&str> = vectorizers.iter().flat_map(|v| v.terms.iter().map(String::as_str)).collect();
+        terms.sort_unstable_by(|a, b| canonical_order(a, b));
+        terms.dedup();
+        let union: FxHashMap<u64, u32> = terms.iter().enumerate().map(|(i, t)| (term_hash(t), i as u32)).collect();
+        let features = vectorizers
+            .iter()
+            .map(|v| {
+                let mut features = vec![Self::ABSENT; terms.len()];
+                for (feature, term) in v.terms.iter().enumerate() {
+                    features[union[&term_hash(term)] as usize] = feature as u32;
+                }
+                features
+            })
+            .collect();
+        Ok(Self { vectorizers, analyzer: Analyzer::new(settings)?, union, features })
+    }
+
+    /// Calls `visit` with the index and the row of `text` of every vectorizer that `wanted` accepts.
+    pub fn for_each_row(
+        &self,
+        text: &str,
+        wanted: impl FnMut(usize) -> bool,
+        visit: impl FnMut(usize, SparseVector),
+    ) {
+        let mut hits: Vec<u32> = Vec::new();
+        self.analyzer.for_each_term_hash(text, |hash, _| {
+            if let Some(&position) = self.union.get(&hash) {
+                hits.push(position);
+            }
+        });
+        hits.sort_unstable();
+        let mut counted: Vec<(u32, usize)> = Vec::new();
+        let mut rest = &*hits;
+        while let Some(&position) = rest.first() {
+            let count = rest.iter().take_while(|&&p| p == position).count();
+            rest = &rest[count..];
+            counted.push((position, count));
+        }
+        self.rows_of_counted(&counted, wanted, visit);
+    }
+
+    /// Each term of `frequencies` by its id: its position in the union of the vocabularies,
+    /// or [`SharedFeatures::ABSENT`] when no vectorizer kept it.
+    pub fn positions(&self, frequencies: &DocumentFrequencies) -> Vec<u32> {
+        let mut positions = vec![Self::ABSENT; frequencies.term_count()];
+        for (hash, id) in frequencies.term_ids() {
+            if let Some(&position) = self.union.get(&hash) {
+                positions[id] = position;
+            }
+        }
+        positions
+    }
+
+    /// [`SharedFeatures::for_each_row`] of a document kept by
+    /// [`DocumentFrequencies::count_keeping`], from its `terms` (ids and occurrences) and
+    /// the ids' [`SharedFeatures::positions`]; `scratch` is reused between documents.
+    pub fn for_each_kept_row(
+        &self,
+        terms: impl Iterator<Item = (u32, usize)>,
+        positions: &[u32],
+        scratch: &mut Vec<(u32, usize)>,
+        wanted: impl FnMut(usize) -> bool,
+        visit: impl FnMut(usize, SparseVector),
+    ) {
+        scratch.clear();
+        scratch.extend(terms.filter_map(|(id, occurrences)| {
+            let position = positions[id as usize];
+            (position != Self::ABSENT).then_some((position, occurrences))
+        }));
+        scratch.sort_unstable_by_key(|&(position, _)| position);
+        self.rows_of_counted(scratch, wanted, visit);
+    }
+
+    /// The rows of (union position, occurrences) pairs in increasing position order.
+    fn rows_of_counted(
+        &self,
+        counted: &[(u32, usize)],
+        mut wanted: impl FnMut(usize) -> bool,
+        mut visit: impl FnMut(usize, SparseVector),
+    ) {
+        for (index, vectorizer) in self.vectorizers.iter().enumerate() {
+            if !wanted(index) {
+                continue;
+            }
+            let features = &self.features[index];
+            let own = counted.iter().filter_map(|&(position, count)| {
+                let feature = features[position as usize];
+                (feature != Self::ABSENT).then_some((feature, count))
+            });
+            visit(index, vectorizer.weigh_counted(own, counted.len()));
+        }
     }
 }
 
@@ -389,6 +782,60 @@ pub(crate) mod tests {
             assert_eq!(got, expected);
         }
         assert!(expected.len() > 50);
+    }
+
+    #[test]
+    fn a_part_left_out_gives_the_vectorizer_of_the_other_parts() {
+        let docs = ["troops shelled the camp", "aid reached the camp", "envoy met the minister", "troops met aid"];
+        let parts = [0, 1, 2, 1];
+        for settings in
+            [words(1), words(2), FeatureSettings { min_df: 1, max_features: 3, ..FeatureSettings::default() }]
+        {
+            let parted: Vec<(&str, usize)> = docs.iter().copied().zip(parts).collect();
+            let frequencies = DocumentFrequencies::count(&parted, 3, settings.clone()).unwrap();
+            let whole = TfIdf::fit(&docs, settings.clone()).unwrap();
+            let all = frequencies.vectorizer(None).unwrap();
+            assert_eq!((all.terms(), all.idf()), (whole.terms(), whole.idf()));
+            for left_out in 0..3 {
+                let rest: Vec<&str> = docs.iter().zip(parts).filter(|&(_, p)| p != left_out).map(|(d, _)| *d).collect();
+                let expected = TfIdf::fit(&rest, settings.clone()).unwrap();
+                let derived = frequencies.vectorizer(Some(left_out)).unwrap();
+                assert_eq!(derived.terms(), expected.terms(), "part {left_out}");
+                assert_eq!(derived.idf(), expected.idf(), "part {left_out}");
+                assert_eq!(frequencies.documents(Some(left_out)), rest.len());
+            }
+        }
+    }
+
+    #[test]
+    fn shared_rows_equal_each_vectorizers_own_rows() {
+        let docs = ["troops shelled the camp", "aid reached the camp camp", "envoy met the minister", "troops met aid"];
+        let settings = FeatureSettings { min_df: 1, ..FeatureSettings::default() };
+        let parted: Vec<(&str, usize)> = docs.iter().copied().zip([0, 1, 2, 1]).collect();
+        let frequencies = DocumentFrequencies::count(&parted, 3, settings).unwrap();
+        let vectorizers: Vec<TfIdf> =
+            [None, Some(0), Some(1), Some(2)].into_iter().map(|p| frequencies.vectorizer(p).unwrap()).collect();
+        let shared = SharedFeatures::new(vectorizers.iter().collect()).unwrap();
+        for text in docs.iter().chain(&["camp troops unknown", ""]) {
+            let mut seen = Vec::new();
+            shared.for_each_row(
+                text,
+                |i| i != 2,
+                |i, row| {
+                    assert_eq!(row, vectorizers[i].transform(text), "vectorizer {i} on {text:?}");
+                    seen.push(i);
+                },
+            );
+            assert_eq!(seen, [0, 1, 3]);
+        }
+    }
+
+    #[test]
+    fn a_term_counts_once_per_document() {
+        let tfidf = TfIdf::fit(&["camp camp camp", "camp troops"], words(1)).unwrap();
+        // df(camp) = 2 of n = 2 documents: idf exactly 1.
+        assert_eq!(tfidf.terms(), ["camp", "troops"]);
+        assert!((tfidf.idf()[0] - 1.0).abs() < 1e-6);
     }
 
     #[test]
